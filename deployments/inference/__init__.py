@@ -1,0 +1,1 @@
+"""Model inference: model spec, runner, prediction cache and the Ray Serve deployment."""

@@ -1,0 +1,78 @@
+"""Per-replica LRU cache of predictions, keyed by model identity and image content hash."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class TopClasses:
+    """The compact cached result: class ids and scores, best first."""
+
+    class_ids: tuple[int, ...]
+    scores: tuple[float, ...]
+
+    def first(self, k: int) -> TopClasses:
+        return TopClasses(self.class_ids[:k], self.scores[:k])
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    enabled: bool
+    capacity: int
+    size: int
+    hits: int
+    misses: int
+    evictions: int
+
+
+class PredictionCache:
+    """A bounded LRU of :class:`TopClasses`. Not thread-safe: use it from one event loop.
+
+    A stored entry answers a request only if it holds at least the requested number of classes;
+    otherwise the lookup is a miss and the fresh, longer result replaces it.
+    """
+
+    def __init__(self, capacity: int, enabled: bool = True) -> None:
+        if capacity < 0:
+            raise ValueError("capacity must be >= 0")
+        self.capacity = capacity
+        self.enabled = enabled
+        self._entries: OrderedDict[tuple[str, str], TopClasses] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+        self.evictions = 0
+
+    def get(self, key: tuple[str, str], top_k: int) -> TopClasses | None:
+        if not self.enabled:
+            return None
+        entry = self._entries.get(key)
+        if entry is None or len(entry.class_ids) < top_k:
+            self.misses += 1
+            return None
+        self._entries.move_to_end(key)
+        self.hits += 1
+        return entry.first(top_k)
+
+    def put(self, key: tuple[str, str], value: TopClasses) -> None:
+        if not self.enabled or self.capacity == 0:
+            return
+        self._entries[key] = value
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.capacity:
+            self._entries.popitem(last=False)
+            self.evictions += 1
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def stats(self) -> CacheStats:
+        return CacheStats(
+            enabled=self.enabled,
+            capacity=self.capacity,
+            size=len(self._entries),
+            hits=self.hits,
+            misses=self.misses,
+            evictions=self.evictions,
+        )

@@ -1,0 +1,55 @@
+"""The model-inference Ray Serve deployment: a thin wrapper around :class:`ImageClassifier`."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from ray import serve
+
+from deployments.inference.cache import PredictionCache
+from deployments.inference.classifier import ImageClassifier, Prediction
+from deployments.inference.runner import ModelRunner
+from deployments.inference.spec import model_spec_from_settings
+from serve_app.settings import get_settings
+
+logger = logging.getLogger("ray.serve")
+
+
+@serve.deployment(name="Inference")
+class Inference:
+    def __init__(self) -> None:
+        settings = get_settings()
+        spec = model_spec_from_settings(settings)
+        logger.info("loading model %s on %d torch thread(s)", spec.identity, settings.torch_num_threads)
+        runner = ModelRunner(spec, settings.torch_num_threads)
+        cache = PredictionCache(settings.model_cache_size, enabled=settings.enable_model_cache)
+        self._classifier = ImageClassifier(runner, cache)
+        logger.info("model %s loaded; %s", spec.identity, describe_cache(cache))
+
+    async def classify(self, pixels: np.ndarray, sha256: str, top_k: int, request_id: str) -> Prediction:
+        prediction = await self._classifier.classify(pixels, sha256, top_k)
+        logger.debug("request %s: cached=%s", request_id, prediction.cached)
+        return prediction
+
+    def describe(self) -> dict:
+        spec = self._classifier.spec
+        cache = self._classifier.cache
+        return {
+            "name": spec.name,
+            "version": spec.version,
+            "input_size": [spec.geometry.size, spec.geometry.size],
+            "num_classes": spec.num_classes,
+            "cache": {"enabled": cache.enabled, "size": cache.capacity},
+        }
+
+    def ready(self) -> bool:
+        return self._classifier.runner.is_loaded()
+
+    def check_health(self) -> None:
+        if not self._classifier.runner.is_loaded():
+            raise RuntimeError("model is not loaded")
+
+
+def describe_cache(cache: PredictionCache) -> str:
+    return f"model cache: enabled, size {cache.capacity}" if cache.enabled else "model cache: disabled"

@@ -1,0 +1,18 @@
+"""Composes the deployment graph; ``serve_config.yaml`` points its ``import_path`` here."""
+
+from __future__ import annotations
+
+from ray.serve import Application
+
+from deployments.inference.deployment import Inference
+from deployments.preprocessing import Preprocessing
+from deployments.validation import Validation
+from serve_app.ingress import Ingress
+from serve_app.settings import get_settings
+
+
+def build_app(args: dict[str, str] | None = None) -> Application:
+    """Build the graph. Settings are parsed here first, so a bad environment variable fails the
+    deployment with a message naming it before any replica starts."""
+    get_settings()
+    return Ingress.bind(Validation.bind(), Preprocessing.bind(), Inference.bind())

@@ -1,0 +1,219 @@
+"""The HTTP ingress deployment: routing, reading the body, error mapping and the response.
+
+It never decodes an image; it hands the bytes to the validation, preprocessing and inference
+deployments through their DeploymentHandles.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import asdict
+from functools import wraps
+
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+from starlette.applications import Starlette
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from serve_app.errors import (
+    EmptyBody,
+    InvalidParameter,
+    MalformedMultipart,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    ServiceError,
+    ServiceUnavailable,
+    as_service_error,
+    error_response,
+)
+from serve_app.settings import get_settings
+
+logger = logging.getLogger("ray.serve")
+
+DEFAULT_TOP_K = 5
+MAX_TOP_K = 1000
+# Room for multipart boundaries and part headers on top of the file itself.
+MULTIPART_OVERHEAD_BYTES = 64 * 1024
+_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def request_id_of(request: Request) -> str:
+    """The client's X-Request-ID when it is safe to log and echo, else a fresh one."""
+    if not hasattr(request.state, "request_id"):
+        incoming = request.headers.get("x-request-id", "")
+        request.state.request_id = incoming if _SAFE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    return request.state.request_id
+
+
+def parse_top_k(request: Request) -> int:
+    raw = request.query_params.get("top_k")
+    if raw is None:
+        return DEFAULT_TOP_K
+    try:
+        top_k = int(raw)
+    except ValueError:
+        raise InvalidParameter(f"top_k={raw!r} is not an integer") from None
+    if not 1 <= top_k <= MAX_TOP_K:
+        raise InvalidParameter(f"top_k={top_k} must be between 1 and {MAX_TOP_K}")
+    return top_k
+
+
+async def read_limited_body(request: Request, limit: int) -> bytes:
+    """Read the body, refusing it as soon as it is known to exceed ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise InvalidParameter(f"Content-Length {declared!r} is not a byte count")
+        if int(declared) > limit:
+            raise PayloadTooLarge(f"body of {declared} bytes exceeds the limit of {limit} bytes")
+    chunks, received = [], 0
+    async for chunk in request.stream():
+        received += len(chunk)
+        if received > limit:
+            raise PayloadTooLarge(f"body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _single_chunk(body: bytes) -> AsyncIterator[bytes]:
+    yield body
+
+
+async def file_from_multipart(request: Request, body: bytes) -> bytes:
+    """The bytes of the ``file`` field of a multipart/form-data body."""
+    parser = MultiPartParser(request.headers, _single_chunk(body), max_files=1, max_fields=16)
+    try:
+        form = await parser.parse()
+    except MultiPartException as exc:
+        raise MalformedMultipart(f"malformed multipart body: {exc.message}") from None
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile):
+        raise MalformedMultipart("multipart body has no file in the field 'file'")
+    try:
+        return await upload.read()
+    finally:
+        await form.close()
+
+
+Handler = Callable[[object, Request], Awaitable[Response]]
+
+
+def maps_errors(handler: Handler) -> Handler:
+    """Turn any exception a route raises into the JSON error response for its status."""
+
+    @wraps(handler)
+    async def wrapper(self, request: Request) -> Response:
+        try:
+            return await handler(self, request)
+        except Exception as exc:
+            request_id = request_id_of(request)
+            error = as_service_error(exc)
+            if error.status_code >= 500:
+                logger.error("request %s failed: %r", request_id, exc, exc_info=exc)
+            return error_response(error, request_id)
+
+    return wrapper
+
+
+@serve.deployment(name="Ingress")
+@serve.ingress()
+class Ingress:
+    def __init__(
+        self,
+        validation: DeploymentHandle,
+        preprocessing: DeploymentHandle,
+        inference: DeploymentHandle,
+    ) -> None:
+        self._settings = get_settings()
+        self._validation = validation
+        self._preprocessing = preprocessing
+        self._inference = inference
+
+    def __serve_build_asgi_app__(self) -> Starlette:
+        return Starlette(
+            routes=[
+                Route("/v1/classify", self.classify, methods=["POST"]),
+                Route("/v1/model", self.model_info, methods=["GET"]),
+                Route("/healthz", self.healthz, methods=["GET"]),
+                Route("/readyz", self.readyz, methods=["GET"]),
+            ],
+            exception_handlers={HTTPException: self._http_exception},
+        )
+
+    @maps_errors
+    async def classify(self, request: Request) -> Response:
+        request_id = request_id_of(request)
+        top_k = parse_top_k(request)
+        is_multipart = request.headers.get("content-type", "").startswith("multipart/form-data")
+        limit = self._settings.max_upload_bytes
+        body = await read_limited_body(request, limit + (MULTIPART_OVERHEAD_BYTES if is_multipart else 0))
+        data = await file_from_multipart(request, body) if is_multipart else body
+        if not data:
+            raise EmptyBody("request body is empty; send the image bytes or a multipart 'file'")
+
+        validated = await self._validation.validate.remote(data, request_id)
+        decoded = await self._preprocessing.preprocess.remote(data, validated.format, request_id)
+        prediction = await self._inference.classify.remote(
+            decoded.pixels, validated.sha256, top_k, request_id
+        )
+        return JSONResponse(
+            {
+                "request_id": request_id,
+                "model": {"name": prediction.model_name, "version": prediction.model_version},
+                "image": {"format": validated.format, "width": decoded.width, "height": decoded.height},
+                "predictions": [asdict(scored) for scored in prediction.classes],
+                "cached": prediction.cached,
+            },
+            headers={"X-Request-ID": request_id},
+        )
+
+    @maps_errors
+    async def model_info(self, request: Request) -> Response:
+        request_id = request_id_of(request)
+        return JSONResponse(await self._inference.describe.remote(), headers={"X-Request-ID": request_id})
+
+    @maps_errors
+    async def healthz(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok"}, headers={"X-Request-ID": request_id_of(request)})
+
+    @maps_errors
+    async def readyz(self, request: Request) -> Response:
+        request_id = request_id_of(request)
+        stages = {
+            "validation": self._validation,
+            "preprocessing": self._preprocessing,
+            "inference": self._inference,
+        }
+        timeout = self._settings.readiness_timeout_s
+
+        async def stage_ready(handle: DeploymentHandle) -> bool:
+            try:
+                return bool(await asyncio.wait_for(handle.ready.remote(), timeout))
+            except Exception:
+                return False
+
+        results = await asyncio.gather(*(stage_ready(h) for h in stages.values()))
+        not_ready = [name for name, ok in zip(stages, results) if not ok]
+        if not_ready:
+            return error_response(
+                ServiceUnavailable(f"not ready: {', '.join(not_ready)}"), request_id
+            )
+        return JSONResponse({"status": "ready"}, headers={"X-Request-ID": request_id})
+
+    async def _http_exception(self, request: Request, exc: HTTPException) -> Response:
+        error: ServiceError
+        if exc.status_code == 405:
+            error = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}")
+        else:
+            error = NotFound(f"no route {request.url.path}")
+        return error_response(error, request_id_of(request))

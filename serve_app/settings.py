@@ -1,0 +1,188 @@
+"""Every environment variable the service reads, parsed and validated in one place.
+
+Each replica process calls :func:`get_settings` once; a bad value raises :class:`SettingsError`
+naming the variable and the value, so a misconfigured deployment fails at start-up instead of
+running on a silent default.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+_TRUE_WORDS = frozenset({"true", "1", "yes"})
+_FALSE_WORDS = frozenset({"false", "0", "no"})
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the service cannot use."""
+
+
+def parse_bool(name: str, raw: str) -> bool:
+    word = raw.strip().lower()
+    if word in _TRUE_WORDS:
+        return True
+    if word in _FALSE_WORDS:
+        return False
+    raise SettingsError(
+        f"{name}={raw!r} is not a boolean; use one of true/1/yes or false/0/no"
+    )
+
+
+def _int_parser(minimum: int) -> Callable[[str, str], int]:
+    def parse(name: str, raw: str) -> int:
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            raise SettingsError(f"{name}={raw!r} is not an integer") from None
+        if value < minimum:
+            raise SettingsError(f"{name}={raw!r} must be an integer >= {minimum}")
+        return value
+
+    return parse
+
+
+def _float_parser(minimum_exclusive: float) -> Callable[[str, str], float]:
+    def parse(name: str, raw: str) -> float:
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            raise SettingsError(f"{name}={raw!r} is not a number") from None
+        if not value > minimum_exclusive:
+            raise SettingsError(f"{name}={raw!r} must be a number > {minimum_exclusive}")
+        return value
+
+    return parse
+
+
+def _choice_parser(choices: tuple[str, ...]) -> Callable[[str, str], str]:
+    def parse(name: str, raw: str) -> str:
+        value = raw.strip()
+        if value not in choices:
+            raise SettingsError(f"{name}={raw!r} must be one of: {', '.join(choices)}")
+        return value
+
+    return parse
+
+
+def _optional_text(name: str, raw: str) -> str | None:
+    return raw.strip() or None
+
+
+@dataclass(frozen=True)
+class _Var:
+    """How one environment variable maps to a settings field."""
+
+    env: str
+    default: str
+    parse: Callable[[str, str], Any]
+    doc: str
+
+
+# Field name -> variable. The README's configuration table is this list.
+ENVIRONMENT: dict[str, _Var] = {
+    "max_upload_bytes": _Var(
+        "MAX_UPLOAD_BYTES", str(10 * 1024 * 1024), _int_parser(1),
+        "Largest accepted request body, in bytes; larger bodies get 413.",
+    ),
+    "max_image_pixels": _Var(
+        "MAX_IMAGE_PIXELS", "40000000", _int_parser(1),
+        "Largest accepted width x height; larger images get 422 before their pixels are decoded.",
+    ),
+    "max_image_side": _Var(
+        "MAX_IMAGE_SIDE", "16384", _int_parser(1),
+        "Longest accepted image side, in pixels; longer gets 422.",
+    ),
+    "enable_model_cache": _Var(
+        "ENABLE_MODEL_CACHE", "true", parse_bool,
+        "Per-replica LRU cache of predictions: true/1/yes or false/0/no (any case).",
+    ),
+    "model_cache_size": _Var(
+        "MODEL_CACHE_SIZE", "128", _int_parser(0),
+        "Cache entries per model replica; 0 keeps nothing.",
+    ),
+    "model_name": _Var(
+        "MODEL_NAME", "efficientnet-lite0", _choice_parser(("efficientnet-lite0", "torchscript")),
+        "Which model spec to serve: the built-in efficientnet-lite0, or torchscript (below).",
+    ),
+    "torchscript_path": _Var(
+        "TORCHSCRIPT_MODEL_PATH", "", _optional_text,
+        "MODEL_NAME=torchscript: path of the TorchScript classifier file.",
+    ),
+    "torchscript_labels_path": _Var(
+        "TORCHSCRIPT_LABELS_PATH", "", _optional_text,
+        "MODEL_NAME=torchscript: text file with one class label per line.",
+    ),
+    "torchscript_input_size": _Var(
+        "TORCHSCRIPT_INPUT_SIZE", "224", _int_parser(1),
+        "MODEL_NAME=torchscript: square input side the model expects.",
+    ),
+    "torch_num_threads": _Var(
+        "TORCH_NUM_THREADS", "1", _int_parser(1),
+        "Torch intra-op threads per model replica.",
+    ),
+    "readiness_timeout_s": _Var(
+        "READINESS_TIMEOUT_S", "5", _float_parser(0.0),
+        "How long GET /readyz waits for each deployment before answering 503.",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    max_upload_bytes: int
+    max_image_pixels: int
+    max_image_side: int
+    enable_model_cache: bool
+    model_cache_size: int
+    model_name: str
+    torchscript_path: str | None
+    torchscript_labels_path: str | None
+    torchscript_input_size: int
+    torch_num_threads: int
+    readiness_timeout_s: float
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        environ = os.environ if environ is None else environ
+        values = {
+            field: var.parse(var.env, environ.get(var.env, var.default))
+            for field, var in ENVIRONMENT.items()
+        }
+        settings = cls(**values)
+        settings._check_model_choice()
+        return settings
+
+    def _check_model_choice(self) -> None:
+        if self.model_name == "torchscript":
+            for field in ("torchscript_path", "torchscript_labels_path"):
+                if getattr(self, field) is None:
+                    env = ENVIRONMENT[field].env
+                    raise SettingsError(f"{env} must be set when MODEL_NAME=torchscript")
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process's settings, read from the environment on first use."""
+    return Settings.from_env()
+
+
+def main() -> int:
+    """``python -m serve_app.settings``: print the effective settings, or why they are invalid."""
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    for field, var in ENVIRONMENT.items():
+        source = "env" if var.env in os.environ else "default"
+        print(f"{var.env:<24} {getattr(settings, field)!s:<20} ({source})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

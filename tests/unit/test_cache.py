@@ -1,0 +1,62 @@
+from deployments.inference.cache import PredictionCache, TopClasses
+
+MODEL = "model@1"
+
+
+def top(n: int, first: int = 0) -> TopClasses:
+    return TopClasses(tuple(range(first, first + n)), tuple(1.0 / (i + 1) for i in range(n)))
+
+
+def test_miss_then_hit_counts():
+    cache = PredictionCache(4)
+    assert cache.get((MODEL, "a"), 5) is None
+    cache.put((MODEL, "a"), top(5))
+    assert cache.get((MODEL, "a"), 5) == top(5)
+    assert cache.get((MODEL, "a"), 3) == top(3)
+    stats = cache.stats()
+    assert (stats.hits, stats.misses, stats.evictions, stats.size) == (2, 1, 0, 1)
+
+
+def test_least_recently_used_entry_is_evicted():
+    cache = PredictionCache(2)
+    cache.put((MODEL, "a"), top(5))
+    cache.put((MODEL, "b"), top(5))
+    cache.get((MODEL, "a"), 5)  # "a" is now the most recent
+    cache.put((MODEL, "c"), top(5))
+    assert cache.get((MODEL, "b"), 5) is None
+    assert cache.get((MODEL, "a"), 5) is not None
+    assert cache.get((MODEL, "c"), 5) is not None
+    assert cache.evictions == 1
+    assert len(cache) == 2
+
+
+def test_model_identity_is_part_of_the_key():
+    cache = PredictionCache(4)
+    cache.put(("model@1", "a"), top(5))
+    assert cache.get(("model@2", "a"), 5) is None
+
+
+def test_entry_too_short_for_the_request_is_a_miss():
+    cache = PredictionCache(4)
+    cache.put((MODEL, "a"), top(5))
+    assert cache.get((MODEL, "a"), 10) is None
+    assert cache.misses == 1
+    cache.put((MODEL, "a"), top(10))
+    assert cache.get((MODEL, "a"), 10) == top(10)
+    assert len(cache) == 1
+
+
+def test_size_zero_stores_nothing():
+    cache = PredictionCache(0)
+    cache.put((MODEL, "a"), top(5))
+    assert cache.get((MODEL, "a"), 5) is None
+    assert len(cache) == 0
+    assert cache.evictions == 0
+
+
+def test_disabled_cache_never_hits_or_counts():
+    cache = PredictionCache(8, enabled=False)
+    cache.put((MODEL, "a"), top(5))
+    assert cache.get((MODEL, "a"), 5) is None
+    stats = cache.stats()
+    assert (stats.enabled, stats.size, stats.hits, stats.misses) == (False, 0, 0, 0)

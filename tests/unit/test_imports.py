@@ -1,0 +1,80 @@
+"""The project imports through its packages, so it runs from the root and after `pip install .`."""
+
+import ast
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("serve_app", "deployments")
+MODULES = [
+    "serve_app.app", "serve_app.ingress", "serve_app.settings", "serve_app.errors",
+    "deployments.validation", "deployments.preprocessing", "deployments.inference.deployment",
+    "deployments.inference.spec",
+]
+PROBE = """
+import importlib, sys
+for name in sys.argv[1:]:
+    print(importlib.import_module(name).__file__)
+from deployments.validation import ImageValidator
+from deployments.inference.spec import model_spec_from_settings
+from serve_app.settings import Settings
+assert ImageValidator().validate_magic_bytes(b"RIFF\\x10\\x00\\x00\\x00WEBPVP8 ") == (True, "webp")
+assert model_spec_from_settings(Settings.from_env({})).labels[285] == "Egyptian cat"
+"""
+
+
+def _project_sources():
+    for package in PACKAGES + ("loadtests",):
+        yield from (ROOT / package).rglob("*.py")
+
+
+def test_no_module_imports_a_sibling_by_bare_name():
+    offenders = []
+    for path in _project_sources():
+        siblings = {p.stem for p in path.parent.glob("*.py")} | {
+            p.name for p in path.parent.iterdir() if (p / "__init__.py").exists()
+        }
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                offenders.append(f"{path.relative_to(ROOT)}: relative import")
+            names = (
+                [a.name for a in node.names] if isinstance(node, ast.Import)
+                else [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            )
+            offenders += [
+                f"{path.relative_to(ROOT)}: import {n}" for n in names if n.split(".")[0] in siblings
+            ]
+    assert not offenders
+
+
+def _probe(cwd: Path, pythonpath: Path) -> list[Path]:
+    env = {**os.environ, "PYTHONPATH": str(pythonpath)}
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE, *MODULES], cwd=cwd, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    return [Path(line) for line in result.stdout.splitlines()]
+
+
+def test_imports_from_project_root_with_pythonpath_dot():
+    files = _probe(ROOT, Path("."))
+    assert all(f.resolve().is_relative_to(ROOT) for f in files)
+
+
+def test_imports_from_another_folder_after_pip_install(tmp_path):
+    target = tmp_path / "site"
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--target", str(target), str(ROOT)],
+        capture_output=True, text=True,
+    )
+    if build.returncode != 0:
+        pytest.fail(build.stderr)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    files = _probe(elsewhere, target)
+    assert files and all(f.resolve().is_relative_to(target) for f in files), files

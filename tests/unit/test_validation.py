@@ -1,0 +1,82 @@
+import hashlib
+
+import pytest
+from PIL import Image
+
+from deployments.validation import ImageValidator
+from serve_app.errors import EmptyBody, PayloadTooLarge, UnsupportedMediaType
+from tests.images import encode, riff
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(
+    "data,fmt",
+    [
+        (b"\xff\xd8\xff\xe0" + b"\x00" * 8, "jpeg"),
+        (PNG_SIGNATURE + b"\x00" * 8, "png"),
+        (b"GIF87a" + b"\x00" * 8, "gif"),
+        (b"GIF89a" + b"\x00" * 8, "gif"),
+        (riff(b"WEBP", b"VP8 " + b"\x00" * 8), "webp"),
+    ],
+)
+def test_accepts_the_four_signatures(data, fmt):
+    assert ImageValidator().validate_magic_bytes(data) == (True, fmt)
+
+
+@pytest.mark.parametrize("fmt,expected", [("JPEG", "jpeg"), ("PNG", "png"), ("GIF", "gif"), ("WEBP", "webp")])
+def test_accepts_real_encoded_images(fmt, expected):
+    data = encode(Image.new("RGB", (8, 8), (10, 200, 30)), fmt)
+    assert ImageValidator().validate_magic_bytes(data) == (True, expected)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        riff(b"AVI "),  # AVI
+        riff(b"WAVE"),  # WAV
+        riff(b"RMID"),  # some other RIFF file
+        b"RIFF",  # RIFF alone
+        b"RIFF\x10\x00\x00\x00",  # RIFF with a size and nothing more
+        b"RIFF\x10\x00\x00\x00WEB",  # one byte short of the WEBP tag
+        b"RIFF\x10\x00\x00\x00\x00WEBP",  # WEBP at the wrong offset
+        b"WEBPRIFF\x00\x00\x00\x00",  # tags swapped
+        b"\x00RIFF\x10\x00\x00\x00WEBP",  # RIFF at the wrong offset
+        b"\xff\xd8",  # JPEG signature cut short
+        PNG_SIGNATURE[:7],  # PNG signature cut short
+        b"GIF89",  # GIF signature cut short
+        b"GIF88a" + b"\x00" * 8,  # not a GIF version
+        b"BM" + b"\x00" * 30,  # BMP
+        b"II*\x00" + b"\x00" * 8,  # TIFF
+        b"%PDF-1.7\n",
+        b"<svg xmlns='http://www.w3.org/2000/svg'/>",
+        b"",
+    ],
+)
+def test_rejects_non_images_and_partial_signatures(data):
+    assert ImageValidator().validate_magic_bytes(data) == (False, None)
+
+
+def test_validate_returns_format_size_and_content_hash():
+    data = encode(Image.new("RGB", (4, 4)), "PNG")
+    validated = ImageValidator(max_upload_bytes=1024).validate(data)
+    assert validated.format == "png"
+    assert validated.num_bytes == len(data)
+    assert validated.sha256 == hashlib.sha256(data).hexdigest()
+
+
+def test_validate_rejects_empty_body():
+    with pytest.raises(EmptyBody):
+        ImageValidator().validate(b"")
+
+
+def test_validate_rejects_body_over_the_limit():
+    data = encode(Image.new("RGB", (64, 64)), "PNG")
+    with pytest.raises(PayloadTooLarge):
+        ImageValidator(max_upload_bytes=len(data) - 1).validate(data)
+    assert ImageValidator(max_upload_bytes=len(data)).validate(data).format == "png"
+
+
+def test_validate_rejects_riff_that_is_not_webp():
+    with pytest.raises(UnsupportedMediaType):
+        ImageValidator().validate(riff(b"AVI "))

@@ -95,9 +95,7 @@ def error_body(error: ServiceError, request_id: str) -> dict:
 
 
 def error_response(error: ServiceError, request_id: str) -> JSONResponse:
-    headers = {"X-Request-ID": request_id}
-    if error.status_code == 503:
-        headers["Retry-After"] = "1"
+    headers = {"Retry-After": "1"} if error.status_code == 503 else None
     return JSONResponse(error_body(error, request_id), status_code=error.status_code, headers=headers)
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict
@@ -44,15 +43,12 @@ DEFAULT_TOP_K = 5
 MAX_TOP_K = 1000
 # Room for multipart boundaries and part headers on top of the file itself.
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
-_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 def request_id_of(request: Request) -> str:
-    """The client's X-Request-ID when it is safe to log and echo, else a fresh one."""
-    if not hasattr(request.state, "request_id"):
-        incoming = request.headers.get("x-request-id", "")
-        request.state.request_id = incoming if _SAFE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
-    return request.state.request_id
+    """The request's ID. Serve's proxy takes the client's X-Request-ID or generates one, and
+    echoes it in the response headers; using the same ID ties our logs to Serve's access log."""
+    return request.headers.get("x-request-id") or uuid.uuid4().hex
 
 
 def parse_top_k(request: Request) -> int:
@@ -173,18 +169,15 @@ class Ingress:
                 "image": {"format": validated.format, "width": decoded.width, "height": decoded.height},
                 "predictions": [asdict(scored) for scored in prediction.classes],
                 "cached": prediction.cached,
-            },
-            headers={"X-Request-ID": request_id},
+            }
         )
 
     @maps_errors
     async def model_info(self, request: Request) -> Response:
-        request_id = request_id_of(request)
-        return JSONResponse(await self._inference.describe.remote(), headers={"X-Request-ID": request_id})
+        return JSONResponse(await self._inference.describe.remote())
 
-    @maps_errors
     async def healthz(self, request: Request) -> Response:
-        return JSONResponse({"status": "ok"}, headers={"X-Request-ID": request_id_of(request)})
+        return JSONResponse({"status": "ok"})
 
     @maps_errors
     async def readyz(self, request: Request) -> Response:
@@ -208,7 +201,7 @@ class Ingress:
             return error_response(
                 ServiceUnavailable(f"not ready: {', '.join(not_ready)}"), request_id
             )
-        return JSONResponse({"status": "ready"}, headers={"X-Request-ID": request_id})
+        return JSONResponse({"status": "ready"})
 
     async def _http_exception(self, request: Request, exc: HTTPException) -> Response:
         error: ServiceError

@@ -121,6 +121,10 @@ ENVIRONMENT: dict[str, _Var] = {
         "TORCHSCRIPT_INPUT_SIZE", "224", _int_parser(1),
         "MODEL_NAME=torchscript: square input side the model expects.",
     ),
+    "model_device": _Var(
+        "MODEL_DEVICE", "cpu", _choice_parser(("cpu", "cuda")),
+        "Where each model replica runs its forward pass; cuda needs a GPU build of torch.",
+    ),
     "torch_num_threads": _Var(
         "TORCH_NUM_THREADS", "1", _int_parser(1),
         "Torch intra-op threads per model replica.",
@@ -143,6 +147,7 @@ class Settings:
     torchscript_path: str | None
     torchscript_labels_path: str | None
     torchscript_input_size: int
+    model_device: str
     torch_num_threads: int
     readiness_timeout_s: float
 

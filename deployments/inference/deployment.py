@@ -21,8 +21,11 @@ class Inference:
     def __init__(self) -> None:
         settings = get_settings()
         spec = model_spec_from_settings(settings)
-        logger.info("loading model %s on %d torch thread(s)", spec.identity, settings.torch_num_threads)
-        runner = ModelRunner(spec, settings.torch_num_threads)
+        logger.info(
+            "loading model %s on %s with %d torch thread(s)",
+            spec.identity, settings.model_device, settings.torch_num_threads,
+        )
+        runner = ModelRunner(spec, settings.torch_num_threads, settings.model_device)
         cache = PredictionCache(settings.model_cache_size, enabled=settings.enable_model_cache)
         self._classifier = ImageClassifier(runner, cache)
         logger.info("model %s loaded; %s", spec.identity, describe_cache(cache))
@@ -40,6 +43,7 @@ class Inference:
             "version": spec.version,
             "input_size": [spec.geometry.size, spec.geometry.size],
             "num_classes": spec.num_classes,
+            "device": str(self._classifier.runner.device),
             "cache": {"enabled": cache.enabled, "size": cache.capacity},
         }
 

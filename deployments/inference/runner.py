@@ -21,25 +21,29 @@ logger = logging.getLogger("ray.serve")
 
 
 class ModelRunner:
-    def __init__(self, spec: ModelSpec, num_threads: int) -> None:
+    def __init__(self, spec: ModelSpec, num_threads: int, device: str = "cpu") -> None:
+        if device == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("MODEL_DEVICE=cuda but torch sees no CUDA device (CPU-only build?)")
         self.spec = spec
+        self.device = torch.device(device)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-runner")
-        self._mean = torch.tensor(spec.mean, dtype=torch.float32).view(1, 3, 1, 1)
-        self._std = torch.tensor(spec.std, dtype=torch.float32).view(1, 3, 1, 1)
+        self._mean = torch.tensor(spec.mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+        self._std = torch.tensor(spec.std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         self._model = self._executor.submit(self._load, num_threads).result()
 
     def _load(self, num_threads: int) -> torch.nn.Module:
         torch.set_num_threads(num_threads)
-        model = self.spec.load()
+        model = self.spec.load().to(self.device)
         size = self.spec.geometry.size
         # One warm-up pass so the first request does not pay for lazy initialisation.
         self._forward(model, np.zeros((1, size, size, 3), dtype=np.uint8))
         return model
 
     def _forward(self, model: torch.nn.Module, pixels: np.ndarray) -> torch.Tensor:
-        batch = torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2).float()
+        batch = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device)
+        batch = batch.permute(0, 3, 1, 2).float()
         with torch.inference_mode():
-            return torch.softmax(model((batch - self._mean) / self._std), dim=1)
+            return torch.softmax(model((batch - self._mean) / self._std), dim=1).cpu()
 
     def _top_classes(self, pixels: np.ndarray, top_k: int) -> list[TopClasses]:
         """Top ``top_k`` classes for each image of a uint8 NHWC batch."""

@@ -1,0 +1,131 @@
+"""One real Ray cluster and one real `serve run` of serve_config.yaml per test session.
+
+The cluster runs in a private temp dir with no dashboard, and the HTTP proxy on a free port, so
+a development cluster on this machine is neither used nor disturbed. Settings reach the replicas
+the way they do in production: through the environment of the processes Ray starts.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import ray
+import requests
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+STARTUP_TIMEOUT_S = 240
+
+# Non-default values, so the tests prove the environment reaches the replicas.
+SERVICE_ENV = {
+    "MODEL_CACHE_SIZE": "64",
+    "ENABLE_MODEL_CACHE": "true",
+    "MAX_UPLOAD_BYTES": str(2 * 1024 * 1024),
+}
+NO_CACHE_PREFIX = "/nocache"
+
+
+@dataclass(frozen=True)
+class Service:
+    base_url: str
+    log_path: Path
+    ray_logs: Path
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+    def replica_logs(self, deployment: str) -> str:
+        return "".join(
+            p.read_text(errors="replace")
+            for p in self.ray_logs.glob(f"serve/replica_image-classifier_{deployment}_*.log")
+        )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _test_config(port: int) -> dict:
+    """serve_config.yaml as shipped, on a test port, plus a cache-disabled copy of the app."""
+    config = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
+    config["http_options"]["port"] = port
+    (app,) = config["applications"]
+    no_cache = {
+        **app,
+        "name": "image-classifier-nocache",
+        "route_prefix": NO_CACHE_PREFIX,
+        "runtime_env": {"env_vars": {"ENABLE_MODEL_CACHE": "false"}},
+    }
+    config["applications"].append(no_cache)
+    return config
+
+
+def _wait_ready(base_url: str, process: subprocess.Popen, log_path: Path) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    paths = ("/readyz", NO_CACHE_PREFIX + "/readyz")
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"serve run exited with {process.returncode}:\n{log_path.read_text()[-4000:]}")
+        try:
+            if all(requests.get(base_url + p, timeout=5).status_code == 200 for p in paths):
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(1)
+    pytest.fail(f"service not ready after {STARTUP_TIMEOUT_S}s:\n{log_path.read_text()[-4000:]}")
+
+
+@pytest.fixture(scope="session")
+def service() -> Service:
+    # Short path: Ray's Unix sockets live under it and have a 107-byte limit.
+    workdir = Path(tempfile.mkdtemp(prefix="ics-", dir="/tmp"))
+    port = _free_port()
+    saved_env = {k: os.environ.get(k) for k in SERVICE_ENV}
+    os.environ.update(SERVICE_ENV)
+    ray.init(
+        address="local",
+        num_cpus=4,  # logical CPUs: room for both apps' replicas on a 2-core machine
+        include_dashboard=False,
+        _temp_dir=str(workdir / "ray"),
+        namespace="serve",
+        log_to_driver=False,
+    )
+    config_path = workdir / "serve_config.yaml"
+    config_path.write_text(yaml.safe_dump(_test_config(port)))
+    log_path = workdir / "serve_run.log"
+    serve_cli = Path(sys.executable).parent / "serve"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [str(serve_cli), "run", "--address", ray.get_runtime_context().gcs_address, str(config_path)],
+            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+        )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(base_url, process, log_path)
+        yield Service(base_url, log_path, workdir / "ray" / "session_latest" / "logs")
+    finally:
+        process.send_signal(signal.SIGINT)  # serve run shuts the applications down on Ctrl-C
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        ray.shutdown()
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -111,12 +111,21 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def self_test_image() -> bytes:
+    """A small PNG the decoder must always handle; health checks decode it."""
+    buffer = io.BytesIO()
+    Image.new("RGBA", (48, 32), (200, 40, 10, 255)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
 @serve.deployment(name="Preprocessing")
 class Preprocessing:
     def __init__(self) -> None:
         settings = get_settings()
         geometry = model_spec_from_settings(settings).geometry
         self._decoder = ImageDecoder(geometry, settings.max_image_pixels, settings.max_image_side)
+        self._self_test_png = self_test_image()
+        self.check_health()
 
     def preprocess(self, data: bytes, fmt: str, request_id: str) -> DecodedImage:
         decoded = self._decoder.decode(data, fmt)
@@ -124,4 +133,11 @@ class Preprocessing:
         return decoded
 
     def ready(self) -> bool:
+        self.check_health()
         return True
+
+    def check_health(self) -> None:
+        """Serve restarts the replica if this raises: decoding a known-good image must work."""
+        decoded = self._decoder.decode(self._self_test_png, "png")
+        if decoded.pixels.shape != (self._decoder.geometry.size, self._decoder.geometry.size, 3):
+            raise RuntimeError(f"decoder self-test produced shape {decoded.pixels.shape}")

@@ -27,6 +27,7 @@ class ModelRunner:
         self.spec = spec
         self.device = torch.device(device)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-runner")
+        self._closed = False
         self._mean = torch.tensor(spec.mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(spec.std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         self._model = self._executor.submit(self._load, num_threads).result()
@@ -59,7 +60,9 @@ class ModelRunner:
         return await loop.run_in_executor(self._executor, self._top_classes, pixels, top_k)
 
     def is_loaded(self) -> bool:
-        return self._model is not None
+        """True while the model is loaded and its thread accepts work."""
+        return self._model is not None and not self._closed
 
     def close(self) -> None:
+        self._closed = True
         self._executor.shutdown(wait=False, cancel_futures=True)

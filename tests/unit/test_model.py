@@ -116,7 +116,9 @@ def test_runner_loads_and_runs_on_one_dedicated_thread():
     assert len(results) == 8 and all(len(r[0].class_ids) == 3 for r in results)
     assert model.threads == set(loaded_on)
     assert loaded_on[0].startswith("model-runner")
+    assert runner.is_loaded()
     runner.close()
+    assert not runner.is_loaded()
 
 
 def test_torchscript_model_is_served_by_configuration(tmp_path):

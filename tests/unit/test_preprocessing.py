@@ -131,3 +131,10 @@ def test_dimension_limits():
     with pytest.raises(ImageTooLarge, match="pixels"):
         decoder(max_pixels=300 * 200 - 1).decode(data, "png")
     assert decoder(max_side=300, max_pixels=300 * 200).decode(data, "png").width == 300
+
+
+def test_health_self_test_image_decodes():
+    from deployments.preprocessing import self_test_image
+
+    decoded = decoder().decode(self_test_image(), "png")
+    assert close(tuple(int(v) for v in decoded.pixels[112, 112]), (200, 40, 10), tolerance=0)

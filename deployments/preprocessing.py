@@ -7,8 +7,10 @@ replica, so four times fewer bytes cross between the two.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,7 +18,8 @@ from PIL import Image, ImageOps
 from ray import serve
 
 from deployments.inference.spec import InputGeometry, model_spec_from_settings
-from serve_app.errors import ImageTooLarge, InvalidImageDimensions, ServiceError, UndecodableImage
+from deployments.image_header import check_dimensions
+from serve_app.errors import DecodeTimeout, ImageTooLarge, ServiceError, UndecodableImage
 from serve_app.settings import get_settings
 
 logger = logging.getLogger("ray.serve")
@@ -39,16 +42,30 @@ class DecodedImage:
 
 
 class ImageDecoder:
+    """Decodes untrusted bytes safely. Truncated data is an error: LOAD_TRUNCATED_IMAGES stays off.
+
+    Pillow's own decompression-bomb threshold is aligned with ``max_pixels`` (it is a process-wide
+    constant, set once here, not a per-call warning filter that concurrent decodes would race on).
+    Dimensions are checked before Pillow decodes a pixel, so its warning cannot fire for an image
+    we accept, and its error for a larger one becomes our ``image_too_large``.
+    """
+
     def __init__(self, geometry: InputGeometry, max_pixels: int, max_side: int) -> None:
         self.geometry = geometry
         self.max_pixels = max_pixels
         self.max_side = max_side
+        Image.MAX_IMAGE_PIXELS = max_pixels
 
     def decode(self, data: bytes, fmt: str) -> DecodedImage:
         """Decode validated bytes of format ``fmt``; raise a typed 422 error if they do not decode."""
         try:
+            if fmt == "png":
+                # Checks every chunk's CRC (image data included) without decoding pixels; Pillow's
+                # decoder alone would accept corrupted image data.
+                with Image.open(io.BytesIO(data), formats=["PNG"]) as probe:
+                    probe.verify()
             with Image.open(io.BytesIO(data), formats=[PILLOW_FORMATS[fmt]]) as image:
-                self._check_dimensions(image.size)
+                check_dimensions(*image.size, self.max_side, self.max_pixels)
                 width, height = image.size
                 if image.getexif().get(_EXIF_ORIENTATION) in _ORIENTATIONS_SWAPPING_SIDES:
                     width, height = height, width
@@ -61,22 +78,11 @@ class ImageDecoder:
                 pixels = self._crop_and_resize(rgb)
         except ServiceError:
             raise
+        except Image.DecompressionBombError as exc:
+            raise ImageTooLarge(str(exc)) from None
         except Exception as exc:  # Pillow reports corrupt data through many exception types.
             raise UndecodableImage(f"{fmt} image could not be decoded: {exc}") from None
         return DecodedImage(pixels=pixels, width=width, height=height)
-
-    def _check_dimensions(self, size: tuple[int, int]) -> None:
-        width, height = size
-        if width <= 0 or height <= 0:
-            raise InvalidImageDimensions(f"image declares {width}x{height} pixels")
-        if max(width, height) > self.max_side:
-            raise ImageTooLarge(
-                f"image is {width}x{height}; the longest side allowed is {self.max_side} pixels"
-            )
-        if width * height > self.max_pixels:
-            raise ImageTooLarge(
-                f"image is {width}x{height} = {width * height} pixels; the limit is {self.max_pixels}"
-            )
 
     def _crop_and_resize(self, image: Image.Image) -> np.ndarray:
         """Centre-crop ``crop_fraction`` of the shorter side and resize it to the model's square."""
@@ -118,17 +124,41 @@ def self_test_image() -> bytes:
     return buffer.getvalue()
 
 
+class BudgetedDecoder:
+    """Runs decodes on a small thread pool and stops waiting after ``timeout_s``.
+
+    A thread cannot be killed, so a decode past its budget finishes in the background; the request
+    gets ``decode_timeout`` at once and the pool's fixed size bounds how much such work can pile up.
+    The pixel limits bound how long any single decode can take.
+    """
+
+    def __init__(self, decoder: ImageDecoder, timeout_s: float, threads: int = 2) -> None:
+        self.decoder = decoder
+        self.timeout_s = timeout_s
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="decode")
+
+    async def decode(self, data: bytes, fmt: str) -> DecodedImage:
+        future = asyncio.get_running_loop().run_in_executor(self._pool, self.decoder.decode, data, fmt)
+        try:
+            return await asyncio.wait_for(future, self.timeout_s)
+        except asyncio.TimeoutError:
+            raise DecodeTimeout(
+                f"decoding took longer than the {self.timeout_s:g} s budget"
+            ) from None
+
+
 @serve.deployment(name="Preprocessing")
 class Preprocessing:
     def __init__(self) -> None:
         settings = get_settings()
         geometry = model_spec_from_settings(settings).geometry
-        self._decoder = ImageDecoder(geometry, settings.max_image_pixels, settings.max_image_side)
+        decoder = ImageDecoder(geometry, settings.max_image_pixels, settings.max_image_side)
+        self._decoder = BudgetedDecoder(decoder, settings.decode_timeout_s)
         self._self_test_png = self_test_image()
         self.check_health()
 
-    def preprocess(self, data: bytes, fmt: str, request_id: str) -> DecodedImage:
-        decoded = self._decoder.decode(data, fmt)
+    async def preprocess(self, data: bytes, fmt: str, request_id: str) -> DecodedImage:
+        decoded = await self._decoder.decode(data, fmt)
         logger.debug("request %s: decoded %dx%d", request_id, decoded.width, decoded.height)
         return decoded
 
@@ -138,6 +168,7 @@ class Preprocessing:
 
     def check_health(self) -> None:
         """Serve restarts the replica if this raises: decoding a known-good image must work."""
-        decoded = self._decoder.decode(self._self_test_png, "png")
-        if decoded.pixels.shape != (self._decoder.geometry.size, self._decoder.geometry.size, 3):
+        decoder = self._decoder.decoder
+        decoded = decoder.decode(self._self_test_png, "png")
+        if decoded.pixels.shape != (decoder.geometry.size, decoder.geometry.size, 3):
             raise RuntimeError(f"decoder self-test produced shape {decoded.pixels.shape}")

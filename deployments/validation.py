@@ -1,4 +1,4 @@
-"""Validation stage: body size and magic bytes, before anything decodes a byte.
+"""Validation stage: body size, magic bytes and declared dimensions, before anything decodes a byte.
 
 :class:`ImageValidator` is the plain core (no Ray needed); :class:`Validation` is the Ray Serve
 deployment that wraps it.
@@ -12,8 +12,9 @@ from dataclasses import dataclass
 
 from ray import serve
 
+from deployments.image_header import check_dimensions, declared_dimensions
 from serve_app.errors import EmptyBody, PayloadTooLarge, UnsupportedMediaType
-from serve_app.settings import get_settings
+from serve_app.settings import Settings, get_settings
 
 logger = logging.getLogger("ray.serve")
 
@@ -25,6 +26,7 @@ _PREFIX_SIGNATURES: tuple[tuple[bytes, str], ...] = (
     (b"GIF87a", "gif"),
     (b"GIF89a", "gif"),
 )
+_WEBP_FIRST_CHUNKS = (b"VP8 ", b"VP8L", b"VP8X")
 SUPPORTED_FORMATS = ("jpeg", "png", "gif", "webp")
 
 
@@ -35,22 +37,38 @@ class ValidatedImage:
     format: str
     sha256: str
     num_bytes: int
+    width: int  # as the header declares them
+    height: int
 
 
 class ImageValidator:
-    """Accepts JPEG, PNG, GIF and WebP by their bytes, never by a client's Content-Type."""
+    """Accepts JPEG, PNG, GIF and WebP by their bytes, never by a client's Content-Type.
 
-    def __init__(self, max_upload_bytes: int | None = None) -> None:
+    Without arguments it checks signatures only; give it the limits to enforce them too.
+    """
+
+    def __init__(
+        self,
+        max_upload_bytes: int | None = None,
+        max_image_side: int | None = None,
+        max_image_pixels: int | None = None,
+    ) -> None:
         self.max_upload_bytes = max_upload_bytes
+        self.max_image_side = max_image_side
+        self.max_image_pixels = max_image_pixels
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ImageValidator:
+        return cls(settings.max_upload_bytes, settings.max_image_side, settings.max_image_pixels)
 
     @staticmethod
     def validate_magic_bytes(data: bytes) -> tuple[bool, str | None]:
         """Return ``(True, fmt)`` for a recognised image signature, else ``(False, None)``.
 
-        WebP is checked first and needs both ``RIFF`` at bytes 0..3 and ``WEBP`` at 8..11, so
-        AVI, WAV and other RIFF containers are refused.
+        WebP is checked first and needs ``RIFF`` at bytes 0..3, ``WEBP`` at 8..11 and a VP8, VP8L
+        or VP8X chunk at 12..15, so AVI, WAV and other RIFF containers are refused.
         """
-        if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        if data[:4] == b"RIFF" and data[8:12] == b"WEBP" and data[12:16] in _WEBP_FIRST_CHUNKS:
             return True, "webp"
         for signature, fmt in _PREFIX_SIGNATURES:
             if data[: len(signature)] == signature:
@@ -70,13 +88,25 @@ class ImageValidator:
             raise UnsupportedMediaType(
                 "content is not a JPEG, PNG, GIF or WebP image (checked by its bytes)"
             )
-        return ValidatedImage(format=fmt, sha256=hashlib.sha256(data).hexdigest(), num_bytes=len(data))
+        if fmt == "webp":
+            riff_size = int.from_bytes(data[4:8], "little")
+            if riff_size + 8 != len(data):
+                raise UnsupportedMediaType(
+                    f"WebP RIFF header declares {riff_size + 8} bytes but the body has {len(data)}"
+                )
+        width, height = declared_dimensions(data, fmt)
+        if self.max_image_side is not None and self.max_image_pixels is not None:
+            check_dimensions(width, height, self.max_image_side, self.max_image_pixels)
+        return ValidatedImage(
+            format=fmt, sha256=hashlib.sha256(data).hexdigest(), num_bytes=len(data),
+            width=width, height=height,
+        )
 
 
 @serve.deployment(name="Validation")
 class Validation:
     def __init__(self) -> None:
-        self._validator = ImageValidator(get_settings().max_upload_bytes)
+        self._validator = ImageValidator.from_settings(get_settings())
 
     def validate(self, data: bytes, request_id: str) -> ValidatedImage:
         validated = self._validator.validate(data)

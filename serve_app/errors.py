@@ -55,6 +55,10 @@ class UnsupportedMediaType(ServiceError):
     code = "unsupported_media_type"
 
 
+class UnsupportedContentEncoding(UnsupportedMediaType):
+    code = "unsupported_content_encoding"
+
+
 class UndecodableImage(ServiceError):
     status_code = 422
     code = "undecodable_image"
@@ -68,6 +72,11 @@ class ImageTooLarge(ServiceError):
 class InvalidImageDimensions(ServiceError):
     status_code = 422
     code = "invalid_image_dimensions"
+
+
+class DecodeTimeout(ServiceError):
+    status_code = 422
+    code = "decode_timeout"
 
 
 class NotFound(ServiceError):

@@ -14,6 +14,7 @@ from dataclasses import asdict
 from functools import wraps
 
 from ray import serve
+from ray.exceptions import ActorUnavailableError, RayActorError
 from ray.serve.handle import DeploymentHandle
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
@@ -32,6 +33,8 @@ from serve_app.errors import (
     PayloadTooLarge,
     ServiceError,
     ServiceUnavailable,
+    UnsupportedContentEncoding,
+    UnsupportedMediaType,
     as_service_error,
     error_response,
 )
@@ -43,6 +46,31 @@ DEFAULT_TOP_K = 5
 MAX_TOP_K = 1000
 # Room for multipart boundaries and part headers on top of the file itself.
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
+
+
+# Declared types that can never carry an image: refused before the body is read. Anything else,
+# including a wrong image type, is only logged: the bytes decide.
+_NEVER_IMAGE_TYPES = ("text/", "audio/", "video/", "font/", "application/json", "application/xml",
+                      "application/javascript", "application/xhtml+xml", "application/pdf",
+                      "application/zip", "application/gzip")
+_DECLARED_IMAGE_TYPES = {"image/jpeg": "jpeg", "image/jpg": "jpeg", "image/pjpeg": "jpeg",
+                         "image/png": "png", "image/gif": "gif", "image/webp": "webp"}
+
+
+def media_type(header: str) -> str:
+    return header.split(";", 1)[0].strip().lower()
+
+
+def refuse_impossible_upload(request: Request) -> None:
+    """Refuse, before reading the body, uploads whose headers say they cannot be a plain image."""
+    declared = media_type(request.headers.get("content-type", ""))
+    if declared.startswith(_NEVER_IMAGE_TYPES):
+        raise UnsupportedMediaType(f"Content-Type {declared!r} can never be an image")
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise UnsupportedContentEncoding(
+            f"Content-Encoding {encoding!r} is not accepted; send the image bytes as they are"
+        )
 
 
 def request_id_of(request: Request) -> str:
@@ -101,6 +129,16 @@ async def file_from_multipart(request: Request, body: bytes) -> bytes:
         await form.close()
 
 
+async def retry_once_if_replica_died(call: Callable[[], Awaitable], request_id: str):
+    """Await ``call()``; if its replica died under it, call once more. Classification is
+    idempotent, so a retry cannot do harm, and Serve routes it to a live replica."""
+    try:
+        return await call()
+    except (RayActorError, ActorUnavailableError) as exc:
+        logger.warning("request %s: replica failed (%s); retrying once", request_id, type(exc).__name__)
+        return await call()
+
+
 Handler = Callable[[object, Request], Awaitable[Response]]
 
 
@@ -150,17 +188,31 @@ class Ingress:
     async def classify(self, request: Request) -> Response:
         request_id = request_id_of(request)
         top_k = parse_top_k(request)
-        is_multipart = request.headers.get("content-type", "").startswith("multipart/form-data")
+        refuse_impossible_upload(request)
+        declared_type = media_type(request.headers.get("content-type", ""))
+        is_multipart = declared_type == "multipart/form-data"
         limit = self._settings.max_upload_bytes
         body = await read_limited_body(request, limit + (MULTIPART_OVERHEAD_BYTES if is_multipart else 0))
         data = await file_from_multipart(request, body) if is_multipart else body
         if not data:
             raise EmptyBody("request body is empty; send the image bytes or a multipart 'file'")
 
-        validated = await self._validation.validate.remote(data, request_id)
-        decoded = await self._preprocessing.preprocess.remote(data, validated.format, request_id)
-        prediction = await self._inference.classify.remote(
-            decoded.pixels, validated.sha256, top_k, request_id
+        validated = await retry_once_if_replica_died(
+            lambda: self._validation.validate.remote(data, request_id), request_id
+        )
+        claimed = _DECLARED_IMAGE_TYPES.get(declared_type)
+        if claimed and claimed != validated.format:
+            logger.info(
+                "request %s: Content-Type says %s but the bytes are %s; going by the bytes",
+                request_id, claimed, validated.format,
+            )
+        decoded = await retry_once_if_replica_died(
+            lambda: self._preprocessing.preprocess.remote(data, validated.format, request_id),
+            request_id,
+        )
+        prediction = await retry_once_if_replica_died(
+            lambda: self._inference.classify.remote(decoded.pixels, validated.sha256, top_k, request_id),
+            request_id,
         )
         return JSONResponse(
             {

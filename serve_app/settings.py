@@ -97,6 +97,10 @@ ENVIRONMENT: dict[str, _Var] = {
         "MAX_IMAGE_SIDE", "16384", _int_parser(1),
         "Longest accepted image side, in pixels; longer gets 422.",
     ),
+    "decode_timeout_s": _Var(
+        "DECODE_TIMEOUT_S", "5", _float_parser(0.0),
+        "Wall-clock budget for decoding one image; past it the request gets 422 decode_timeout.",
+    ),
     "enable_model_cache": _Var(
         "ENABLE_MODEL_CACHE", "true", parse_bool,
         "Per-replica LRU cache of predictions: true/1/yes or false/0/no (any case).",
@@ -141,6 +145,7 @@ class Settings:
     max_upload_bytes: int
     max_image_pixels: int
     max_image_side: int
+    decode_timeout_s: float
     enable_model_cache: bool
     model_cache_size: int
     model_name: str

@@ -41,7 +41,8 @@ class ModelRunner:
         return model
 
     def _forward(self, model: torch.nn.Module, pixels: np.ndarray) -> torch.Tensor:
-        batch = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device)
+        # A copy: arrays that arrive through Ray are read-only views, which torch cannot wrap.
+        batch = torch.tensor(pixels, device=self.device)
         batch = batch.permute(0, 3, 1, 2).float()
         with torch.inference_mode():
             return torch.softmax(model((batch - self._mean) / self._std), dim=1).cpu()

@@ -111,9 +111,10 @@ def test_avi_and_wav_are_unsupported(service, container):
     assert_error(response, 415, "unsupported_media_type")
 
 
-def test_content_type_is_not_trusted_for_a_real_image(service):
-    response = post(service, unique_photo("PNG"), headers={"Content-Type": "text/plain"})
+def test_wrong_image_content_type_is_not_trusted(service):
+    response = post(service, unique_photo("PNG"), headers={"Content-Type": "image/jpeg"})
     assert response.status_code == 200, response.text
+    assert response.json()["image"]["format"] == "png"
 
 
 def test_repeat_is_cached_with_the_same_answer(service):

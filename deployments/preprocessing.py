@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -28,6 +29,8 @@ PILLOW_FORMATS = {"jpeg": "JPEG", "png": "PNG", "gif": "GIF", "webp": "WEBP"}
 # Transparent pixels are composited onto this colour, so a logo on a transparent background
 # classifies the same whatever colour its hidden pixels happen to hold.
 BACKGROUND_RGB = (255, 255, 255)
+# Pillow's messages can embed object reprs ("<_io.BytesIO object at 0x...>"); clients get neither.
+_OBJECT_REPR = re.compile(r"\s*<[^<>]*object at 0x[0-9a-f]+>")
 _EXIF_ORIENTATION = 0x0112
 _ORIENTATIONS_SWAPPING_SIDES = {5, 6, 7, 8}
 
@@ -81,7 +84,8 @@ class ImageDecoder:
         except Image.DecompressionBombError as exc:
             raise ImageTooLarge(str(exc)) from None
         except Exception as exc:  # Pillow reports corrupt data through many exception types.
-            raise UndecodableImage(f"{fmt} image could not be decoded: {exc}") from None
+            reason = _OBJECT_REPR.sub("", str(exc)).strip() or type(exc).__name__
+            raise UndecodableImage(f"{fmt} image could not be decoded: {reason}") from None
         return DecodedImage(pixels=pixels, width=width, height=height)
 
     def _crop_and_resize(self, image: Image.Image) -> np.ndarray:

@@ -57,8 +57,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _tight(deployment: dict) -> dict:
+    """One replica with a tiny queue, so a test burst is far past its capacity."""
+    tight = {k: v for k, v in deployment.items() if k != "autoscaling_config"}
+    limit = 4 if deployment["name"] == "Ingress" else 2
+    return {**tight, "num_replicas": 1, "max_ongoing_requests": limit, "max_queued_requests": limit}
+
+
 def _test_config(port: int) -> dict:
-    """serve_config.yaml as shipped, on a test port, plus a cache-disabled copy of the app."""
+    """serve_config.yaml as shipped, on a test port, plus a cache-disabled copy of the app with
+    one replica per deployment and tight queue limits (the overload tests use it)."""
     config = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
     config["http_options"]["port"] = port
     (app,) = config["applications"]
@@ -67,6 +75,7 @@ def _test_config(port: int) -> dict:
         "name": "image-classifier-nocache",
         "route_prefix": NO_CACHE_PREFIX,
         "runtime_env": {"env_vars": {"ENABLE_MODEL_CACHE": "false"}},
+        "deployments": [_tight(d) for d in app["deployments"]],
     }
     config["applications"].append(no_cache)
     return config

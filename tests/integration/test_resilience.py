@@ -1,0 +1,179 @@
+"""Overload, timeouts and replica death, against the real graph.
+
+The burst test targets the cache-disabled app, which runs one replica per deployment with tiny
+queues (conftest.py). The replica-kill test runs steady load on the main app and kills an
+Inference replica, then a Preprocessing replica, with `ray.kill`.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import pytest
+import ray
+import requests
+from PIL import Image
+
+from tests.images import encode, photo
+from tests.integration.conftest import NO_CACHE_PREFIX
+
+pytestmark = pytest.mark.integration
+
+
+def distinct_jpegs(count: int, tag: int) -> list[bytes]:
+    base = photo((96, 72))
+    images = []
+    for i in range(count):
+        image = base.copy()
+        image.putpixel((0, 0), (i % 256, i // 256 % 256, tag))
+        images.append(encode(image, "JPEG", quality=90))
+    return images
+
+
+@dataclass(frozen=True)
+class Outcome:
+    start: float
+    end: float
+    status: int | None  # None: no answer (connection error or client timeout)
+    retry_after: str | None = None
+
+    @property
+    def seconds(self) -> float:
+        return self.end - self.start
+
+
+def timed_post(session: requests.Session, url: str, data: bytes, timeout: float = 30) -> Outcome:
+    start = time.monotonic()
+    try:
+        response = session.post(url, data=data, timeout=timeout)
+        return Outcome(start, time.monotonic(), response.status_code, response.headers.get("Retry-After"))
+    except requests.RequestException:
+        return Outcome(start, time.monotonic(), None)
+
+
+def test_burst_past_capacity_is_answered_with_fast_refusals(service):
+    url = service.url(NO_CACHE_PREFIX + "/v1/classify")
+    images = distinct_jpegs(120, tag=1)
+    barrier = threading.Barrier(len(images))
+
+    def one(data: bytes) -> Outcome:
+        with requests.Session() as session:
+            barrier.wait()
+            return timed_post(session, url, data)
+
+    with ThreadPoolExecutor(max_workers=len(images)) as pool:
+        outcomes = list(pool.map(one, images))
+
+    statuses = [o.status for o in outcomes]
+    assert None not in statuses, "every request gets an answer"
+    assert set(statuses) <= {200, 503}, statuses
+    refused = [o for o in outcomes if o.status == 503]
+    accepted = [o for o in outcomes if o.status == 200]
+    assert len(refused) >= len(outcomes) // 2, f"burst was not past capacity: {len(refused)} refused"
+    assert accepted, "some requests must still be served"
+    assert all(o.retry_after for o in refused), "refusals tell clients when to retry"
+    assert statistics.median(o.seconds for o in refused) < 1.0
+    assert max(o.seconds for o in refused) < 5.0
+    print(f"\nburst: {len(outcomes)} requests, {len(accepted)} served, {len(refused)} refused; "
+          f"refusal median {statistics.median(o.seconds for o in refused) * 1000:.0f} ms, "
+          f"max {max(o.seconds for o in refused) * 1000:.0f} ms; "
+          f"served median {statistics.median(o.seconds for o in accepted) * 1000:.0f} ms")
+
+
+def test_request_past_its_timeout_gets_408_not_a_hang(service):
+    def slow_body():
+        yield photo_bytes_small()
+        time.sleep(6)
+        yield b"\x00"
+
+    start = time.monotonic()
+    response = requests.post(
+        service.url("/v1/classify"), data=slow_body(),
+        headers={"X-Request-Timeout-Seconds": "2"}, timeout=30,
+    )
+    assert response.status_code == 408
+    assert time.monotonic() - start < 10
+
+
+def photo_bytes_small() -> bytes:
+    return encode(photo((96, 72)), "JPEG")
+
+
+def _replica_names(deployment: str) -> list[str]:
+    return [
+        actor["name"] for actor in ray.util.list_named_actors(all_namespaces=True)
+        if f"image-classifier#{deployment}#" in actor["name"]
+    ]
+
+
+def _kill_one_replica(deployment: str) -> None:
+    (name, *_) = _replica_names(deployment)
+    ray.kill(ray.get_actor(name, namespace="serve"), no_restart=True)
+
+
+def _load_through_kill(service, deployment: str, tag: int) -> dict:
+    """Two clients send distinct images; one replica of ``deployment`` is killed after 2 s."""
+    url = service.url("/v1/classify")
+    images = iter(distinct_jpegs(3000, tag=tag))
+    lock = threading.Lock()
+    outcomes: list[Outcome] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        with requests.Session() as session:
+            while not stop.is_set():
+                with lock:
+                    data = next(images)
+                outcome = timed_post(session, url, data)
+                with lock:
+                    outcomes.append(outcome)
+
+    threads = [threading.Thread(target=client) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    time.sleep(2)
+    killed_at = time.monotonic()
+    _kill_one_replica(deployment)
+    deadline = killed_at + 90
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        with lock:
+            after = [o for o in outcomes if o.start > killed_at]
+        recent = after[-20:]
+        if len(recent) == 20 and all(o.status == 200 for o in recent) and time.monotonic() - killed_at > 5:
+            break
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    window = [o for o in outcomes if o.end >= killed_at]
+    failed = [o for o in window if o.status != 200]
+    # Service is back when requests are fast again: normal latency here is a few hundred ms.
+    disturbed = [o for o in window if o.status != 200 or o.seconds > 1.0]
+    last_disturbed = max((o.end for o in disturbed), default=killed_at)
+    return {
+        "deployment": deployment,
+        "requests_after_kill": len(window),
+        "failed": len(failed),
+        "failed_statuses": sorted({str(o.status) for o in failed}),
+        "unanswered": sum(o.status is None for o in window),
+        "recovery_s": round(last_disturbed - killed_at, 2),
+        "slowest_request_s": round(max(o.seconds for o in window), 2),
+        "recovered": all(o.status == 200 for o in window[-20:]),
+    }
+
+
+@pytest.mark.parametrize("deployment", ["Inference", "Preprocessing"])
+def test_killing_a_replica_under_load_loses_no_request(service, deployment):
+    report = _load_through_kill(service, deployment, tag=2 if deployment == "Inference" else 3)
+    print("\nreplica kill:", json.dumps(report))
+    assert report["recovered"], report
+    assert report["unanswered"] == 0, report
+    assert report["failed"] <= 2, report
+    assert report["slowest_request_s"] < 30, report
+    assert requests.get(service.url("/readyz"), timeout=30).status_code == 200

@@ -19,6 +19,7 @@ from PIL import Image, ImageOps
 from ray import serve
 
 from deployments.inference.spec import InputGeometry, model_spec_from_settings
+from deployments.self_test import self_test_png
 from deployments.image_header import check_dimensions
 from serve_app.errors import DecodeTimeout, ImageTooLarge, ServiceError, UndecodableImage
 from serve_app.settings import get_settings
@@ -121,13 +122,6 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def self_test_image() -> bytes:
-    """A small PNG the decoder must always handle; health checks decode it."""
-    buffer = io.BytesIO()
-    Image.new("RGBA", (48, 32), (200, 40, 10, 255)).save(buffer, "PNG")
-    return buffer.getvalue()
-
-
 class BudgetedDecoder:
     """Runs decodes on a small thread pool and stops waiting after ``timeout_s``.
 
@@ -158,7 +152,6 @@ class Preprocessing:
         geometry = model_spec_from_settings(settings).geometry
         decoder = ImageDecoder(geometry, settings.max_image_pixels, settings.max_image_side)
         self._decoder = BudgetedDecoder(decoder, settings.decode_timeout_s)
-        self._self_test_png = self_test_image()
         self.check_health()
 
     async def preprocess(self, data: bytes, fmt: str, request_id: str) -> DecodedImage:
@@ -173,6 +166,6 @@ class Preprocessing:
     def check_health(self) -> None:
         """Serve restarts the replica if this raises: decoding a known-good image must work."""
         decoder = self._decoder.decoder
-        decoded = decoder.decode(self._self_test_png, "png")
+        decoded = decoder.decode(self_test_png(), "png")
         if decoded.pixels.shape != (decoder.geometry.size, decoder.geometry.size, 3):
             raise RuntimeError(f"decoder self-test produced shape {decoded.pixels.shape}")

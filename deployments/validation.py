@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from ray import serve
 
 from deployments.image_header import check_dimensions, declared_dimensions
+from deployments.self_test import self_test_png
 from serve_app.errors import EmptyBody, PayloadTooLarge, UnsupportedMediaType
 from serve_app.settings import Settings, get_settings
 
@@ -114,4 +115,11 @@ class Validation:
         return validated
 
     def ready(self) -> bool:
+        self.check_health()
         return True
+
+    def check_health(self) -> None:
+        """Serve restarts the replica if this raises: a known-good PNG must validate."""
+        validated = self._validator.validate(self_test_png())
+        if (validated.format, validated.width, validated.height) != ("png", 48, 32):
+            raise RuntimeError(f"validator self-test returned {validated}")

@@ -199,6 +199,8 @@ CASES: list[Case] = [
     Case("jpeg 65000x65000", lambda: jpeg_with_sof(65000, 65000), 422, "image_too_large", OCTET),
     Case("gif 65535x65535", lambda: gif_declaring(65535, 65535), 422, "image_too_large", OCTET),
     Case("webp 16384x16384 canvas", lambda: webp_vp8x_declaring(16384, 16384), 422, "image_too_large", OCTET),
+    # --- too large a body: 413 (the integration service runs with MAX_UPLOAD_BYTES = 2 MiB) --------
+    Case("3 MiB body", lambda: small_photo("PNG") + b"\x00" * (3 * 1024 * 1024), 413, "payload_too_large", OCTET),
     # --- malformed requests: 400 -----------------------------------------------------------------
     Case("empty body", lambda: b"", 400, "empty_body", OCTET),
     Case("multipart with bad boundary", lambda: b"--nope\r\ngarbage", 400, "malformed_multipart",

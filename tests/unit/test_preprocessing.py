@@ -134,7 +134,26 @@ def test_dimension_limits():
 
 
 def test_health_self_test_image_decodes():
-    from deployments.preprocessing import self_test_image
+    from deployments.self_test import SELF_TEST_COLOUR, self_test_png
 
-    decoded = decoder().decode(self_test_image(), "png")
-    assert close(tuple(int(v) for v in decoded.pixels[112, 112]), (200, 40, 10), tolerance=0)
+    decoded = decoder().decode(self_test_png(), "png")
+    assert tuple(int(v) for v in decoded.pixels[112, 112]) == SELF_TEST_COLOUR
+
+
+def test_decode_past_its_budget_times_out_and_the_decoder_stays_usable():
+    import asyncio
+
+    from deployments.preprocessing import BudgetedDecoder
+    from serve_app.errors import DecodeTimeout
+
+    slow = encode(Image.new("L", (5000, 5000), 128), "PNG")  # ~0.25 s of inflating here
+    quick = encode(Image.new("RGB", (40, 30), (5, 6, 7)), "PNG")
+
+    async def scenario():
+        budgeted = BudgetedDecoder(decoder(), timeout_s=0.01)
+        with pytest.raises(DecodeTimeout, match="0.01 s budget"):
+            await budgeted.decode(slow, "png")
+        budgeted.timeout_s = 30
+        return await budgeted.decode(quick, "png")
+
+    assert asyncio.run(scenario()).pixels[0, 0].tolist() == [5, 6, 7]

@@ -80,3 +80,49 @@ def test_validate_rejects_body_over_the_limit():
 def test_validate_rejects_riff_that_is_not_webp():
     with pytest.raises(UnsupportedMediaType):
         ImageValidator().validate(riff(b"AVI "))
+
+
+@pytest.mark.parametrize("fmt,key,params", [
+    ("JPEG", "jpeg", {}), ("JPEG", "jpeg", {"progressive": True}), ("PNG", "png", {}), ("GIF", "gif", {}),
+    ("WEBP", "webp", {"quality": 80}), ("WEBP", "webp", {"lossless": True}),
+])
+def test_declared_dimensions_match_pillow(fmt, key, params):
+    from deployments.image_header import declared_dimensions
+
+    image = Image.new("RGB", (123, 45), (1, 2, 3))
+    assert declared_dimensions(encode(image, fmt, **params), key) == (123, 45)
+
+
+def test_declared_dimensions_of_webp_with_alpha_and_jpeg_with_exif():
+    from deployments.image_header import declared_dimensions
+
+    rgba = Image.new("RGBA", (77, 33), (1, 2, 3, 100))
+    assert declared_dimensions(encode(rgba, "WEBP"), "webp") == (77, 33)
+    exif = Image.Exif()
+    exif[0x010E] = "x" * 5000  # a long description pushes the frame header further in
+    assert declared_dimensions(encode(Image.new("RGB", (31, 17)), "JPEG", exif=exif.tobytes()), "jpeg") == (31, 17)
+
+
+def test_limits_are_checked_on_declared_dimensions():
+    from serve_app.errors import ImageTooLarge, InvalidImageDimensions
+
+    validator = ImageValidator(max_upload_bytes=1 << 20, max_image_side=100, max_image_pixels=5000)
+    assert validator.validate(encode(Image.new("RGB", (100, 50)), "PNG")).width == 100
+    with pytest.raises(ImageTooLarge):
+        validator.validate(encode(Image.new("RGB", (101, 10)), "PNG"))
+    with pytest.raises(ImageTooLarge):
+        validator.validate(encode(Image.new("RGB", (80, 70)), "PNG"))
+    zero_height_gif = b"GIF89a\x05\x00\x00\x00\x00\x00\x00;"
+    with pytest.raises(InvalidImageDimensions):
+        validator.validate(zero_height_gif)
+
+
+def test_webp_needs_a_vp8_chunk_and_a_consistent_riff_size():
+    webp = encode(Image.new("RGB", (8, 8)), "WEBP")
+    validator = ImageValidator()
+    assert validator.validate(webp).format == "webp"
+    assert validator.validate_magic_bytes(riff(b"WEBP", b"JUNK" + b"\x00" * 8)) == (False, None)
+    with pytest.raises(UnsupportedMediaType, match="RIFF header declares"):
+        validator.validate(webp + b"\x00\x00")
+    with pytest.raises(UnsupportedMediaType, match="RIFF header declares"):
+        validator.validate(webp[:-2])

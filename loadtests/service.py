@@ -1,0 +1,52 @@
+"""Start the service the way the README does, for the benchmark scripts, and stop it by pid."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE_URL = "http://127.0.0.1:8000"
+
+
+@contextlib.contextmanager
+def running_service(env: dict[str, str] | None = None, timeout_s: float = 180) -> Iterator[float]:
+    """Run `serve run serve_config.yaml` (its own local Ray instance); yield seconds to ready.
+
+    Needs port 8000 free and no other Ray instance on this machine, which `serve run` would
+    otherwise attach to.
+    """
+    serve_cli = Path(sys.executable).parent / "serve"
+    start = time.monotonic()
+    process = subprocess.Popen(
+        [str(serve_cli), "run", "serve_config.yaml"], cwd=ROOT, env={**os.environ, **(env or {})},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        while True:
+            if process.poll() is not None:
+                raise SystemExit(f"serve run exited with {process.returncode}")
+            if time.monotonic() - start > timeout_s:
+                raise SystemExit(f"not ready after {timeout_s}s")
+            try:
+                if requests.get(BASE_URL + "/readyz", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            time.sleep(0.25)
+        yield time.monotonic() - start
+    finally:
+        process.send_signal(signal.SIGINT)  # serve run shuts the applications down on Ctrl-C
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

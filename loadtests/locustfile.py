@@ -19,18 +19,17 @@ Every response's status and schema are checked; a wrong one counts as a failure.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import random
-import struct
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from locust import FastHttpUser, events, task
 from PIL import Image
+
+from loadtests.payloads import encode, make_unique, sample_photo
 
 # (width, height, weight, formats): sizes from thumbnails to a 12 MP photo. PNG and GIF stop at
 # sizes whose files stay under the default 10 MiB upload limit.
@@ -53,18 +52,6 @@ def _options(parser) -> None:
     parser.add_argument("--samples-file", default="", help="write every request's timing here (JSON lines)")
 
 
-def _photo() -> Image.Image:
-    import matplotlib
-
-    return Image.open(Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg").convert("RGB")
-
-
-def _encode(image: Image.Image, fmt: str, **params) -> bytes:
-    buffer = io.BytesIO()
-    (image.quantize(256) if fmt == "GIF" else image).save(buffer, fmt, **params)
-    return buffer.getvalue()
-
-
 @dataclass
 class ImageMix:
     """All payloads, generated once per process."""
@@ -76,30 +63,21 @@ class ImageMix:
     @classmethod
     def generate(cls, seed: int, max_megapixels: float) -> ImageMix:
         rng = random.Random(seed)
-        base = _photo()
+        base = sample_photo()
         variants = []
         for width, height, weight, formats in SIZES:
             if width * height > max_megapixels * 1e6:
                 continue
             image = base.rotate(rng.uniform(-20, 20)).resize((width, height), Image.Resampling.BILINEAR)
-            variants += [(fmt, _encode(image, fmt, quality=85), weight) for fmt in formats]
-        hot = [_encode(base.resize((320 + 16 * i, 240)), "JPEG", quality=85) for i in range(HOT_IMAGES)]
-        jpeg = _encode(base.resize((320, 240)), "JPEG")
+            variants += [(fmt, encode(image, fmt, quality=85), weight) for fmt in formats]
+        hot = [encode(base.resize((320 + 16 * i, 240)), "JPEG", quality=85) for i in range(HOT_IMAGES)]
+        jpeg = encode(base.resize((320, 240)), "JPEG")
         invalid = [
             (b"RIFF\x24\x00\x00\x00AVI LIST" + b"\x00" * 28, 415),
             (b"<html><body>not an image</body></html>", 415),
             (jpeg[: len(jpeg) // 2], 422),
         ]
         return cls(variants, hot, invalid)
-
-
-def make_unique(fmt: str, data: bytes, salt: bytes) -> bytes:
-    """The same image with a new content hash: decoders ignore what follows the image's end, and
-    a WebP reader skips an unknown RIFF chunk once the RIFF size counts it."""
-    if fmt != "WEBP":
-        return data + salt
-    chunk = b"SALT" + struct.pack("<I", len(salt)) + salt
-    return b"RIFF" + struct.pack("<I", len(data) - 8 + len(chunk)) + data[8:] + chunk
 
 
 _mix: ImageMix | None = None

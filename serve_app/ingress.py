@@ -15,7 +15,7 @@ from functools import wraps
 
 from ray import serve
 from ray.exceptions import ActorUnavailableError, RayActorError
-from ray.serve.handle import DeploymentHandle
+from ray.serve.handle import DeploymentHandle, DeploymentResponse
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from deployments.validation import ValidatedImage
 from serve_app.errors import (
     EmptyBody,
     InvalidParameter,
@@ -206,23 +207,33 @@ class Ingress:
                 "request %s: Content-Type says %s but the bytes are %s; going by the bytes",
                 request_id, claimed, validated.format,
             )
-        decoded = await retry_once_if_replica_died(
-            lambda: self._preprocessing.preprocess.remote(data, validated.format, request_id),
-            request_id,
-        )
-        prediction = await retry_once_if_replica_died(
-            lambda: self._inference.classify.remote(decoded.pixels, validated.sha256, top_k, request_id),
-            request_id,
-        )
+        prediction = None
+        if self._settings.enable_model_cache:
+            # A hit skips decoding as well as inference.
+            prediction = await retry_once_if_replica_died(
+                lambda: self._inference.lookup.remote(validated.sha256, top_k, request_id), request_id
+            )
+        if prediction is None:
+            prediction = await retry_once_if_replica_died(
+                lambda: self._decode_and_classify(data, validated, top_k, request_id), request_id
+            )
         return JSONResponse(
             {
                 "request_id": request_id,
                 "model": {"name": prediction.model_name, "version": prediction.model_version},
-                "image": {"format": validated.format, "width": decoded.width, "height": decoded.height},
+                "image": {"format": validated.format, "width": prediction.width, "height": prediction.height},
                 "predictions": [asdict(scored) for scored in prediction.classes],
                 "cached": prediction.cached,
             }
         )
+
+    def _decode_and_classify(
+        self, data: bytes, validated: ValidatedImage, top_k: int, request_id: str
+    ) -> DeploymentResponse:
+        """Chain the two calls without awaiting in between: Serve hands the decoded array from
+        the preprocessing replica to the inference replica without a round trip through here."""
+        decoded = self._preprocessing.preprocess.remote(data, validated.format, request_id)
+        return self._inference.classify.remote(decoded, validated.sha256, top_k, request_id)
 
     @maps_errors
     async def model_info(self, request: Request) -> Response:

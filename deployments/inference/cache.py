@@ -18,6 +18,18 @@ class TopClasses:
 
 
 @dataclass(frozen=True)
+class CacheEntry:
+    """What a cache hit needs to answer without decoding: the top classes and the image's size."""
+
+    top: TopClasses
+    width: int
+    height: int
+
+    def first(self, k: int) -> CacheEntry:
+        return CacheEntry(self.top.first(k), self.width, self.height)
+
+
+@dataclass(frozen=True)
 class CacheStats:
     enabled: bool
     capacity: int
@@ -28,7 +40,7 @@ class CacheStats:
 
 
 class PredictionCache:
-    """A bounded LRU of :class:`TopClasses`. Not thread-safe: use it from one event loop.
+    """A bounded LRU of :class:`CacheEntry`. Not thread-safe: use it from one event loop.
 
     A stored entry answers a request only if it holds at least the requested number of classes;
     otherwise the lookup is a miss and the fresh, longer result replaces it.
@@ -39,23 +51,23 @@ class PredictionCache:
             raise ValueError("capacity must be >= 0")
         self.capacity = capacity
         self.enabled = enabled
-        self._entries: OrderedDict[tuple[str, str], TopClasses] = OrderedDict()
+        self._entries: OrderedDict[tuple[str, str], CacheEntry] = OrderedDict()
         self.hits = 0
         self.misses = 0
         self.evictions = 0
 
-    def get(self, key: tuple[str, str], top_k: int) -> TopClasses | None:
+    def get(self, key: tuple[str, str], top_k: int) -> CacheEntry | None:
         if not self.enabled:
             return None
         entry = self._entries.get(key)
-        if entry is None or len(entry.class_ids) < top_k:
+        if entry is None or len(entry.top.class_ids) < top_k:
             self.misses += 1
             return None
         self._entries.move_to_end(key)
         self.hits += 1
         return entry.first(top_k)
 
-    def put(self, key: tuple[str, str], value: TopClasses) -> None:
+    def put(self, key: tuple[str, str], value: CacheEntry) -> None:
         if not self.enabled or self.capacity == 0:
             return
         self._entries[key] = value

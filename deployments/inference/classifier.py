@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from deployments.inference.cache import PredictionCache, TopClasses
+from deployments.inference.cache import CacheEntry, PredictionCache
 from deployments.inference.runner import ModelRunner
 
 # Compute and cache at least this many classes, so a later request for the default top_k can be
@@ -27,6 +27,8 @@ class Prediction:
     model_version: str
     classes: tuple[ScoredClass, ...]  # best first
     cached: bool
+    width: int  # the image's displayed size, carried so that a cache hit needs no decoding
+    height: int
 
 
 class ImageClassifier:
@@ -35,21 +37,37 @@ class ImageClassifier:
         self.cache = cache
         self.spec = runner.spec
 
-    async def classify(self, pixels: np.ndarray, sha256: str, top_k: int) -> Prediction:
-        """Classify one preprocessed uint8 HxWx3 image, answering from the cache when it can."""
-        key = (self.spec.identity, sha256)
-        top = self.cache.get(key, top_k)
-        cached = top is not None
-        if not cached:
-            (computed,) = await self.runner.top_classes(pixels[np.newaxis], max(top_k, MIN_CACHED_CLASSES))
-            self.cache.put(key, computed)
-            top = computed.first(top_k)
+    def _key(self, sha256: str) -> tuple[str, str]:
+        return (self.spec.identity, sha256)
+
+    def cached(self, sha256: str, top_k: int) -> Prediction | None:
+        """The cached prediction for these bytes, counting a hit or a miss; None on a miss."""
+        entry = self.cache.get(self._key(sha256), top_k)
+        return None if entry is None else self._prediction(entry.first(top_k), cached=True)
+
+    async def classify(
+        self, pixels: np.ndarray, sha256: str, top_k: int, width: int, height: int, use_cache: bool = True
+    ) -> Prediction:
+        """Classify one preprocessed uint8 HxWx3 image. With ``use_cache=False`` the caller has
+        already asked :meth:`cached`; the result is stored either way."""
+        if use_cache:
+            hit = self.cached(sha256, top_k)
+            if hit is not None:
+                return hit
+        (top,) = await self.runner.top_classes(pixels[np.newaxis], max(top_k, MIN_CACHED_CLASSES))
+        entry = CacheEntry(top, width, height)
+        self.cache.put(self._key(sha256), entry)
+        return self._prediction(entry.first(top_k), cached=False)
+
+    def _prediction(self, entry: CacheEntry, cached: bool) -> Prediction:
         return Prediction(
             model_name=self.spec.name,
             model_version=self.spec.version,
             classes=tuple(
                 ScoredClass(class_id, self.spec.labels[class_id], score)
-                for class_id, score in zip(top.class_ids, top.scores)
+                for class_id, score in zip(entry.top.class_ids, entry.top.scores)
             ),
             cached=cached,
+            width=entry.width,
+            height=entry.height,
         )

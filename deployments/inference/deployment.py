@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 
-import numpy as np
 from ray import serve
 
 from deployments.inference.cache import PredictionCache
 from deployments.inference.classifier import ImageClassifier, Prediction
 from deployments.inference.runner import ModelRunner
 from deployments.inference.spec import model_spec_from_settings
+from deployments.preprocessing import DecodedImage
 from serve_app.settings import get_settings
 
 logger = logging.getLogger("ray.serve")
@@ -30,9 +30,18 @@ class Inference:
         self._classifier = ImageClassifier(runner, cache)
         logger.info("model %s loaded; %s", spec.identity, describe_cache(cache))
 
-    async def classify(self, pixels: np.ndarray, sha256: str, top_k: int, request_id: str) -> Prediction:
-        prediction = await self._classifier.classify(pixels, sha256, top_k)
-        logger.debug("request %s: cached=%s", request_id, prediction.cached)
+    def lookup(self, sha256: str, top_k: int, request_id: str) -> Prediction | None:
+        """The cached answer for these bytes, or None: then the caller decodes and classifies."""
+        prediction = self._classifier.cached(sha256, top_k)
+        logger.debug("request %s: cache %s", request_id, "miss" if prediction is None else "hit")
+        return prediction
+
+    async def classify(self, decoded: DecodedImage, sha256: str, top_k: int, request_id: str) -> Prediction:
+        """Run the model on a decoded image; the ingress asked :meth:`lookup` first."""
+        prediction = await self._classifier.classify(
+            decoded.pixels, sha256, top_k, decoded.width, decoded.height, use_cache=False
+        )
+        logger.debug("request %s: classified", request_id)
         return prediction
 
     def describe(self) -> dict:

@@ -1,10 +1,11 @@
-from deployments.inference.cache import PredictionCache, TopClasses
+from deployments.inference.cache import CacheEntry, PredictionCache, TopClasses
 
 MODEL = "model@1"
 
 
-def top(n: int, first: int = 0) -> TopClasses:
-    return TopClasses(tuple(range(first, first + n)), tuple(1.0 / (i + 1) for i in range(n)))
+def top(n: int, first: int = 0) -> CacheEntry:
+    classes = TopClasses(tuple(range(first, first + n)), tuple(1.0 / (i + 1) for i in range(n)))
+    return CacheEntry(classes, width=640, height=480)
 
 
 def test_miss_then_hit_counts():
@@ -12,7 +13,7 @@ def test_miss_then_hit_counts():
     assert cache.get((MODEL, "a"), 5) is None
     cache.put((MODEL, "a"), top(5))
     assert cache.get((MODEL, "a"), 5) == top(5)
-    assert cache.get((MODEL, "a"), 3) == top(3)
+    assert cache.get((MODEL, "a"), 5).first(3) == top(3)
     stats = cache.stats()
     assert (stats.hits, stats.misses, stats.evictions, stats.size) == (2, 1, 0, 1)
 

@@ -55,8 +55,10 @@ def test_lite0_spec_describes_the_shipped_weights(lite0_spec):
 
 def classify(classifier: ImageClassifier, data: bytes, top_k: int = 5):
     decoder = ImageDecoder(classifier.spec.geometry, max_pixels=40_000_000, max_side=16384)
-    pixels = decoder.decode(data, "jpeg").pixels
-    return asyncio.run(classifier.classify(pixels, sha256=str(hash(data)), top_k=top_k))
+    decoded = decoder.decode(data, "jpeg")
+    return asyncio.run(
+        classifier.classify(decoded.pixels, str(hash(data)), top_k, decoded.width, decoded.height)
+    )
 
 
 def test_real_photo_gets_plausible_labels(classifier):
@@ -73,6 +75,7 @@ def test_repeat_is_served_from_cache_with_identical_answer(classifier):
     second = classify(classifier, data)
     assert (first.cached, second.cached) == (False, True)
     assert first.classes == second.classes
+    assert (second.width, second.height) == (320, 240)
 
 
 def test_all_classes_sorted_and_summing_to_one(classifier):

@@ -48,7 +48,12 @@ class SamePadConv2d(nn.Conv2d):
 
 
 def _conv_bn(in_ch: int, out_ch: int, kernel: int = 1, stride: int = 1, groups: int = 1):
-    conv = SamePadConv2d(in_ch, out_ch, kernel, stride=stride, groups=groups, bias=False)
+    if stride == 1:
+        # With stride 1 and an odd kernel, "SAME" is symmetric: the convolution's own padding does
+        # it without a separate pad op (about 10% of the forward pass on a CPU).
+        conv = nn.Conv2d(in_ch, out_ch, kernel, padding=kernel // 2, groups=groups, bias=False)
+    else:
+        conv = SamePadConv2d(in_ch, out_ch, kernel, stride=stride, groups=groups, bias=False)
     return conv, nn.BatchNorm2d(out_ch, eps=_BN_EPS)
 
 

@@ -21,7 +21,9 @@ from ray import serve
 from deployments.inference.spec import InputGeometry, model_spec_from_settings
 from deployments.self_test import self_test_png
 from deployments.image_header import check_dimensions
+from serve_app.error_tracking import init_error_tracking, reports_unexpected_errors
 from serve_app.errors import DecodeTimeout, ImageTooLarge, ServiceError, UndecodableImage
+from serve_app.metrics import DecodedSizeHistogram, StageTimer
 from serve_app.settings import get_settings
 
 logger = logging.getLogger("ray.serve")
@@ -149,14 +151,20 @@ class BudgetedDecoder:
 class Preprocessing:
     def __init__(self) -> None:
         settings = get_settings()
+        init_error_tracking(settings)
         geometry = model_spec_from_settings(settings).geometry
         decoder = ImageDecoder(geometry, settings.max_image_pixels, settings.max_image_side)
         self._decoder = BudgetedDecoder(decoder, settings.decode_timeout_s)
+        self._timer = StageTimer("preprocess")
+        self._decoded_size = DecodedSizeHistogram()
         self.check_health()
 
+    @reports_unexpected_errors
     async def preprocess(self, data: bytes, fmt: str, request_id: str) -> DecodedImage:
-        decoded = await self._decoder.decode(data, fmt)
-        logger.debug("request %s: decoded %dx%d", request_id, decoded.width, decoded.height)
+        with self._timer.time():
+            decoded = await self._decoder.decode(data, fmt)
+        self._decoded_size.observe(decoded.width, decoded.height)
+        logger.info("request %s: decoded %dx%d", request_id, decoded.width, decoded.height)
         return decoded
 
     def ready(self) -> bool:

@@ -14,7 +14,9 @@ from ray import serve
 
 from deployments.image_header import check_dimensions, declared_dimensions
 from deployments.self_test import self_test_png
+from serve_app.error_tracking import init_error_tracking, reports_unexpected_errors
 from serve_app.errors import EmptyBody, PayloadTooLarge, UnsupportedMediaType
+from serve_app.metrics import StageTimer
 from serve_app.settings import Settings, get_settings
 
 logger = logging.getLogger("ray.serve")
@@ -107,11 +109,19 @@ class ImageValidator:
 @serve.deployment(name="Validation")
 class Validation:
     def __init__(self) -> None:
-        self._validator = ImageValidator.from_settings(get_settings())
+        settings = get_settings()
+        init_error_tracking(settings)
+        self._validator = ImageValidator.from_settings(settings)
+        self._timer = StageTimer("validation")
 
+    @reports_unexpected_errors
     def validate(self, data: bytes, request_id: str) -> ValidatedImage:
-        validated = self._validator.validate(data)
-        logger.debug("request %s: %s, %d bytes", request_id, validated.format, validated.num_bytes)
+        with self._timer.time():
+            validated = self._validator.validate(data)
+        logger.info(
+            "request %s: %s %dx%d, %d bytes",
+            request_id, validated.format, validated.width, validated.height, validated.num_bytes,
+        )
         return validated
 
     def ready(self) -> bool:

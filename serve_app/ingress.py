@@ -14,7 +14,7 @@ from dataclasses import asdict
 from functools import wraps
 
 from ray import serve
-from ray.exceptions import ActorUnavailableError, RayActorError
+from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 from ray.serve.handle import DeploymentHandle, DeploymentResponse
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
@@ -39,6 +39,9 @@ from serve_app.errors import (
     as_service_error,
     error_response,
 )
+from serve_app.error_tracking import init_error_tracking
+from serve_app.error_tracking import report as report_to_error_tracking
+from serve_app.metrics import RejectionCounter, StageTimer
 from serve_app.settings import get_settings
 
 logger = logging.getLogger("ray.serve")
@@ -147,7 +150,7 @@ def maps_errors(handler: Handler) -> Handler:
     """Turn any exception a route raises into the JSON error response for its status."""
 
     @wraps(handler)
-    async def wrapper(self, request: Request) -> Response:
+    async def wrapper(self: Ingress, request: Request) -> Response:
         try:
             return await handler(self, request)
         except Exception as exc:
@@ -155,7 +158,9 @@ def maps_errors(handler: Handler) -> Handler:
             error = as_service_error(exc)
             if error.status_code >= 500:
                 logger.error("request %s failed: %r", request_id, exc, exc_info=exc)
-            return error_response(error, request_id)
+                if not isinstance(exc, RayTaskError):  # a stage's own fault: reported there
+                    report_to_error_tracking(exc, request_id)
+            return self._error_response(error, request_id)
 
     return wrapper
 
@@ -170,6 +175,9 @@ class Ingress:
         inference: DeploymentHandle,
     ) -> None:
         self._settings = get_settings()
+        init_error_tracking(self._settings)
+        self._rejections = RejectionCounter()
+        self._end_to_end = StageTimer("end_to_end")
         self._validation = validation
         self._preprocessing = preprocessing
         self._inference = inference
@@ -185,8 +193,16 @@ class Ingress:
             exception_handlers={HTTPException: self._http_exception},
         )
 
+    def _error_response(self, error: ServiceError, request_id: str) -> Response:
+        self._rejections.count(error.status_code, error.code)
+        return error_response(error, request_id)
+
     @maps_errors
     async def classify(self, request: Request) -> Response:
+        with self._end_to_end.time():
+            return await self._classify(request)
+
+    async def _classify(self, request: Request) -> Response:
         request_id = request_id_of(request)
         top_k = parse_top_k(request)
         refuse_impossible_upload(request)
@@ -261,7 +277,7 @@ class Ingress:
         results = await asyncio.gather(*(stage_ready(h) for h in stages.values()))
         not_ready = [name for name, ok in zip(stages, results) if not ok]
         if not_ready:
-            return error_response(
+            return self._error_response(
                 ServiceUnavailable(f"not ready: {', '.join(not_ready)}"), request_id
             )
         return JSONResponse({"status": "ready"})
@@ -272,4 +288,4 @@ class Ingress:
             error = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}")
         else:
             error = NotFound(f"no route {request.url.path}")
-        return error_response(error, request_id_of(request))
+        return self._error_response(error, request_id_of(request))

@@ -133,6 +133,14 @@ ENVIRONMENT: dict[str, _Var] = {
         "TORCH_NUM_THREADS", "1", _int_parser(1),
         "Torch intra-op threads per model replica.",
     ),
+    "sentry_dsn": _Var(
+        "SENTRY_DSN", "", _optional_text,
+        "Report unexpected errors (never 4xx) to this Sentry DSN; unset sends nothing.",
+    ),
+    "sentry_environment": _Var(
+        "SENTRY_ENVIRONMENT", "production", _optional_text,
+        "Environment name attached to Sentry events.",
+    ),
     "readiness_timeout_s": _Var(
         "READINESS_TIMEOUT_S", "5", _float_parser(0.0),
         "How long GET /readyz waits for each deployment before answering 503.",
@@ -154,6 +162,8 @@ class Settings:
     torchscript_input_size: int
     model_device: str
     torch_num_threads: int
+    sentry_dsn: str | None
+    sentry_environment: str | None
     readiness_timeout_s: float
 
     @classmethod

@@ -11,6 +11,8 @@ from deployments.inference.classifier import ImageClassifier, Prediction
 from deployments.inference.runner import ModelRunner
 from deployments.inference.spec import model_spec_from_settings
 from deployments.preprocessing import DecodedImage
+from serve_app.error_tracking import init_error_tracking, reports_unexpected_errors
+from serve_app.metrics import CacheMetrics, StageTimer
 from serve_app.settings import get_settings
 
 logger = logging.getLogger("ray.serve")
@@ -20,6 +22,7 @@ logger = logging.getLogger("ray.serve")
 class Inference:
     def __init__(self) -> None:
         settings = get_settings()
+        init_error_tracking(settings)
         spec = model_spec_from_settings(settings)
         logger.info(
             "loading model %s on %s with %d torch thread(s)",
@@ -28,20 +31,28 @@ class Inference:
         runner = ModelRunner(spec, settings.torch_num_threads, settings.model_device)
         cache = PredictionCache(settings.model_cache_size, enabled=settings.enable_model_cache)
         self._classifier = ImageClassifier(runner, cache)
+        self._timer = StageTimer("inference")
+        self._cache_metrics = CacheMetrics()
+        self._cache_metrics.publish(cache.stats())
         logger.info("model %s loaded; %s", spec.identity, describe_cache(cache))
 
+    @reports_unexpected_errors
     def lookup(self, sha256: str, top_k: int, request_id: str) -> Prediction | None:
         """The cached answer for these bytes, or None: then the caller decodes and classifies."""
         prediction = self._classifier.cached(sha256, top_k)
-        logger.debug("request %s: cache %s", request_id, "miss" if prediction is None else "hit")
+        self._cache_metrics.publish(self._classifier.cache.stats())
+        logger.info("request %s: cache %s", request_id, "miss" if prediction is None else "hit")
         return prediction
 
+    @reports_unexpected_errors
     async def classify(self, decoded: DecodedImage, sha256: str, top_k: int, request_id: str) -> Prediction:
         """Run the model on a decoded image; the ingress asked :meth:`lookup` first."""
-        prediction = await self._classifier.classify(
-            decoded.pixels, sha256, top_k, decoded.width, decoded.height, use_cache=False
-        )
-        logger.debug("request %s: classified", request_id)
+        with self._timer.time():
+            prediction = await self._classifier.classify(
+                decoded.pixels, sha256, top_k, decoded.width, decoded.height, use_cache=False
+            )
+        self._cache_metrics.publish(self._classifier.cache.stats())
+        logger.info("request %s: classified, top class %d", request_id, prediction.classes[0].class_id)
         return prediction
 
     def describe(self) -> dict:

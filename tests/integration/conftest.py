@@ -40,6 +40,7 @@ class Service:
     base_url: str
     log_path: Path
     ray_logs: Path
+    metrics_url: str
 
     def url(self, path: str) -> str:
         return self.base_url + path
@@ -100,7 +101,7 @@ def _wait_ready(base_url: str, process: subprocess.Popen, log_path: Path) -> Non
 def service() -> Service:
     # Short path: Ray's Unix sockets live under it and have a 107-byte limit.
     workdir = Path(tempfile.mkdtemp(prefix="ics-", dir="/tmp"))
-    port = _free_port()
+    port, metrics_port = _free_port(), _free_port()
     saved_env = {k: os.environ.get(k) for k in SERVICE_ENV}
     os.environ.update(SERVICE_ENV)
     ray.init(
@@ -110,6 +111,7 @@ def service() -> Service:
         _temp_dir=str(workdir / "ray"),
         namespace="serve",
         log_to_driver=False,
+        _metrics_export_port=metrics_port,
     )
     config_path = workdir / "serve_config.yaml"
     config_path.write_text(yaml.safe_dump(_test_config(port)))
@@ -123,7 +125,10 @@ def service() -> Service:
     base_url = f"http://127.0.0.1:{port}"
     try:
         _wait_ready(base_url, process, log_path)
-        yield Service(base_url, log_path, workdir / "ray" / "session_latest" / "logs")
+        yield Service(
+            base_url, log_path, workdir / "ray" / "session_latest" / "logs",
+            f"http://127.0.0.1:{metrics_port}/metrics",
+        )
     finally:
         process.send_signal(signal.SIGINT)  # serve run shuts the applications down on Ctrl-C
         try:

@@ -1,0 +1,73 @@
+"""Sentry error tracking: unexpected exceptions, tagged with the request ID; never client errors.
+
+Off unless ``SENTRY_DSN`` is set. Sentry's default integrations stay off, so nothing is sent
+behind our back (its logging integration would turn every error log line into a second event).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+
+import sentry_sdk
+
+from serve_app.errors import ServiceError
+from serve_app.settings import Settings
+
+
+def init_error_tracking(settings: Settings, **options) -> bool:
+    """Start Sentry in this process if a DSN is configured; True when it is on."""
+    if not settings.sentry_dsn:
+        return False
+    sentry_sdk.init(
+        dsn=settings.sentry_dsn,
+        environment=settings.sentry_environment,
+        default_integrations=False,
+        send_default_pii=False,
+        **options,
+    )
+    return True
+
+
+def is_unexpected(exc: BaseException) -> bool:
+    """Client errors (any typed 4xx) are expected; everything else is a fault worth reporting."""
+    return not (isinstance(exc, ServiceError) and exc.status_code < 500)
+
+
+def report(exc: BaseException, request_id: str | None) -> None:
+    if not is_unexpected(exc):
+        return
+    with sentry_sdk.new_scope() as scope:
+        if request_id:
+            scope.set_tag("request_id", request_id)
+        sentry_sdk.capture_exception(exc)
+
+
+def reports_unexpected_errors(method: Callable) -> Callable:
+    """Decorate a deployment method taking ``request_id``: report its unexpected exceptions."""
+    signature = inspect.signature(method)
+
+    def request_id_of(args, kwargs) -> str | None:
+        return signature.bind_partial(*args, **kwargs).arguments.get("request_id")
+
+    if inspect.iscoroutinefunction(method):
+        @functools.wraps(method)
+        async def async_wrapper(*args, **kwargs):
+            try:
+                return await method(*args, **kwargs)
+            except Exception as exc:
+                report(exc, request_id_of(args, kwargs))
+                raise
+
+        return async_wrapper
+
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        try:
+            return method(*args, **kwargs)
+        except Exception as exc:
+            report(exc, request_id_of(args, kwargs))
+            raise
+
+    return wrapper

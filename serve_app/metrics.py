@@ -1,0 +1,91 @@
+"""The service's own Prometheus metrics, recorded with ``ray.serve.metrics``.
+
+Ray adds the ``deployment``, ``replica`` and ``application`` tags and exports everything through
+its metrics agent, prefixed ``ray_`` (so ``image_cache_hits`` is scraped as
+``ray_image_cache_hits_total``). Create these objects inside a replica, in its constructor.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+
+from ray.serve.metrics import Counter, Gauge, Histogram
+
+from deployments.inference.cache import CacheStats
+
+# 1 ms to 10 s, roughly logarithmic: enough resolution for P50/P95/P99 at every stage.
+LATENCY_BUCKETS_MS = [1, 2, 5, 10, 20, 35, 50, 75, 100, 150, 200, 300, 500, 750, 1000, 2000, 5000, 10000]
+MEGAPIXEL_BUCKETS = [0.01, 0.05, 0.1, 0.3, 0.5, 1, 2, 5, 8, 12, 20, 40]
+STAGES = ("validation", "preprocess", "inference", "end_to_end")
+
+
+class StageTimer:
+    """Latency histogram for one stage of the graph, in milliseconds."""
+
+    def __init__(self, stage: str) -> None:
+        if stage not in STAGES:
+            raise ValueError(f"unknown stage {stage!r}")
+        self._histogram = Histogram(
+            "image_stage_latency_ms",
+            description="Time spent in each stage of an image classification, and end to end (ms).",
+            boundaries=LATENCY_BUCKETS_MS,
+            tag_keys=("stage",),
+        )
+        self._histogram.set_default_tags({"stage": stage})
+
+    @contextmanager
+    def time(self):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._histogram.observe((time.perf_counter() - start) * 1000)
+
+
+class RejectionCounter:
+    def __init__(self) -> None:
+        self._counter = Counter(
+            "image_rejections",
+            description="Requests answered with an error, by HTTP status and error code.",
+            tag_keys=("status", "code"),
+        )
+
+    def count(self, status: int, code: str) -> None:
+        self._counter.inc(tags={"status": str(status), "code": code})
+
+
+class DecodedSizeHistogram:
+    def __init__(self) -> None:
+        self._histogram = Histogram(
+            "image_decoded_megapixels",
+            description="Size of decoded images, in megapixels.",
+            boundaries=MEGAPIXEL_BUCKETS,
+        )
+
+    def observe(self, width: int, height: int) -> None:
+        self._histogram.observe(width * height / 1e6)
+
+
+class CacheMetrics:
+    """Publishes a replica's cache counters and gauges from its :class:`CacheStats`."""
+
+    def __init__(self) -> None:
+        self._hits = Counter("image_cache_hits", description="Model cache hits, per replica.")
+        self._misses = Counter("image_cache_misses", description="Model cache misses, per replica.")
+        self._evictions = Counter("image_cache_evictions", description="Model cache evictions, per replica.")
+        self._size = Gauge("image_cache_size", description="Entries in the model cache, per replica.")
+        self._capacity = Gauge("image_cache_capacity", description="Model cache capacity, per replica.")
+        self._published = CacheStats(enabled=False, capacity=0, size=0, hits=0, misses=0, evictions=0)
+
+    def publish(self, stats: CacheStats) -> None:
+        for counter, now, before in (
+            (self._hits, stats.hits, self._published.hits),
+            (self._misses, stats.misses, self._published.misses),
+            (self._evictions, stats.evictions, self._published.evictions),
+        ):
+            if now > before:
+                counter.inc(now - before)
+        self._size.set(stats.size)
+        self._capacity.set(stats.capacity if stats.enabled else 0)
+        self._published = stats

@@ -1,0 +1,157 @@
+"""Metrics scraped from the real Prometheus endpoint after real HTTP traffic, JSON logs tied
+together by request ID, and the Grafana dashboard checked against what is actually exported."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.images import encode, photo, riff
+from tests.integration.conftest import ROOT, SERVICE_ENV
+
+pytestmark = pytest.mark.integration
+APP = "image-classifier"
+DASHBOARDS = sorted((ROOT / "deploy" / "grafana" / "dashboards").glob("*.json"))
+
+
+def scrape(service) -> list:
+    text = requests.get(service.metrics_url, timeout=30).text
+    return [sample for family in text_string_to_metric_families(text) for sample in family.samples]
+
+
+def total(samples, name: str, **labels) -> float:
+    return sum(
+        s.value for s in samples
+        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+    )
+
+
+def wait_for(condition, timeout_s: float = 90):
+    """Ray's metrics agent publishes every few seconds: poll until ``condition()`` is truthy."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = condition()
+        if result or time.monotonic() > deadline:
+            return result
+        time.sleep(2)
+
+
+def fresh_jpeg() -> bytes:
+    image = photo((120, 90))
+    image.putpixel((0, 0), tuple(uuid.uuid4().bytes[:3]))
+    return encode(image, "JPEG", quality=90)
+
+
+def classify(service, data: bytes, **headers) -> requests.Response:
+    response = requests.post(service.url("/v1/classify"), data=data, headers=headers, timeout=60)
+    return response
+
+
+def test_cache_counts_are_exact(service):
+    inference = {"application": APP, "deployment": "Inference"}
+    before = scrape(service)
+    hits0 = total(before, "ray_image_cache_hits_total", **inference)
+    misses0 = total(before, "ray_image_cache_misses_total", **inference)
+    images = [fresh_jpeg() for _ in range(3)]
+    for data in images:
+        assert classify(service, data).json()["cached"] is False
+    for data in images * 2:
+        assert classify(service, data).json()["cached"] is True
+
+    def counted():
+        samples = scrape(service)
+        deltas = (total(samples, "ray_image_cache_hits_total", **inference) - hits0,
+                  total(samples, "ray_image_cache_misses_total", **inference) - misses0)
+        return samples if deltas == (6, 3) else None
+
+    samples = wait_for(counted)
+    assert samples, "expected exactly 6 hits and 3 misses"
+    time.sleep(6)  # and they stay exact: nothing is double counted later
+    later = scrape(service)
+    assert total(later, "ray_image_cache_hits_total", **inference) - hits0 == 6
+    assert total(later, "ray_image_cache_misses_total", **inference) - misses0 == 3
+    assert total(later, "ray_image_cache_capacity", **inference) == int(SERVICE_ENV["MODEL_CACHE_SIZE"])
+    assert total(later, "ray_image_cache_size", **inference) >= 3
+
+
+def test_rejections_are_counted_by_status_and_code(service):
+    labels = {"application": APP, "status": "415", "code": "unsupported_media_type"}
+    before = total(scrape(service), "ray_image_rejections_total", **labels)
+    for _ in range(2):
+        assert classify(service, riff(b"AVI ", b"\x00" * 32)).status_code == 415
+    assert wait_for(lambda: total(scrape(service), "ray_image_rejections_total", **labels) - before == 2)
+
+
+def test_stage_latency_and_image_size_histograms_are_exported(service):
+    assert classify(service, fresh_jpeg()).status_code == 200
+
+    def exported():
+        samples = scrape(service)
+        stages = {s.labels.get("stage") for s in samples
+                  if s.name == "ray_image_stage_latency_ms_count" and s.value > 0}
+        megapixels = total(samples, "ray_image_decoded_megapixels_count", application=APP)
+        return stages >= {"validation", "preprocess", "inference", "end_to_end"} and megapixels > 0
+
+    assert wait_for(exported)
+    buckets = {s.labels["le"] for s in scrape(service) if s.name == "ray_image_stage_latency_ms_bucket"}
+    assert {"1.0", "10000.0"} <= buckets
+
+
+def test_one_grep_of_a_request_id_follows_it_through_every_stage(service):
+    request_id = f"trace-{uuid.uuid4().hex}"
+    assert classify(service, fresh_jpeg(), **{"X-Request-ID": request_id}).status_code == 200
+
+    def lines_by_deployment():
+        found: dict[str, list[dict]] = {}
+        for path in (service.ray_logs / "serve").glob("replica_*.log"):
+            for line in path.read_text(errors="replace").splitlines():
+                if request_id in line:
+                    record = json.loads(line)
+                    deployment = record["deployment"].removeprefix(f"{APP}_")
+                    found.setdefault(deployment, []).append(record)
+        return found if len(found) == 4 else None
+
+    found = wait_for(lines_by_deployment, timeout_s=30)
+    assert found and set(found) == {"Ingress", "Validation", "Preprocessing", "Inference"}, found
+    assert all(record["request_id"] == request_id for records in found.values() for record in records)
+
+
+def test_dashboard_queries_name_only_exported_metrics(service):
+    assert DASHBOARDS, "no dashboard JSON under deploy/grafana/dashboards"
+    repeated = fresh_jpeg()
+    for data in (repeated, repeated, b"not an image"):
+        classify(service, data)
+    needed = {"ray_image_rejections_total", "ray_image_cache_hits_total", "ray_image_stage_latency_ms_bucket"}
+    exported_names = wait_for(lambda: (names := _exported_names(service)) >= needed and names)
+    assert exported_names
+    for dashboard in DASHBOARDS:
+        panels = json.loads(dashboard.read_text())["panels"]
+        assert len(panels) >= 5
+        for panel in panels:
+            for target in panel.get("targets", []):
+                for name in metric_names(target["expr"]):
+                    assert name in exported_names, f"{dashboard.name}: panel {panel['title']!r} uses {name}"
+
+
+_PROMQL_WORDS = {"sum", "rate", "irate", "increase", "by", "without", "histogram_quantile", "le",
+                 "clamp_min", "max", "min", "avg", "count", "on", "ignoring", "or", "and", "unless",
+                 "vector", "label_replace", "sort_desc", "topk"}
+
+
+def metric_names(expr: str) -> set[str]:
+    """Metric names in a PromQL expression (identifiers that are not functions, keywords or labels)."""
+    without_labels = re.sub(r"\{[^}]*\}", "", expr)
+    without_grouping = re.sub(r"\b(by|without)\s*\([^)]*\)", "", without_labels)
+    without_ranges = re.sub(r"\[[^\]]*\]", "", without_grouping)
+    names = set(re.findall(r"[a-zA-Z_:][a-zA-Z0-9_:]*", without_ranges))
+    return {n for n in names if n not in _PROMQL_WORDS and not re.fullmatch(r"\d+", n)}
+
+
+def _exported_names(service) -> set[str]:
+    return {s.name for s in scrape(service)}

@@ -21,7 +21,6 @@ import asyncio
 import json
 import os
 import random
-import signal
 import statistics
 import subprocess
 import sys
@@ -35,7 +34,7 @@ import requests
 import torch
 
 from loadtests.payloads import encode, make_unique, sample_photo
-from loadtests.service import BASE_URL, ROOT, running_service
+from loadtests.service import BASE_URL, ROOT, interrupt_and_wait, running_service
 
 ONE_PROCESS_URL = "http://127.0.0.1:8100"
 
@@ -127,8 +126,7 @@ def run_one_process(measure) -> list[Measurement]:
                 time.sleep(0.5)
         return measure(ONE_PROCESS_URL)
     finally:
-        process.send_signal(signal.SIGINT)
-        process.wait(timeout=30)
+        interrupt_and_wait(process)
 
 
 def draw(results: list[Measurement], path: Path) -> None:

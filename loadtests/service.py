@@ -17,6 +17,17 @@ ROOT = Path(__file__).resolve().parents[1]
 BASE_URL = "http://127.0.0.1:8000"
 
 
+def interrupt_and_wait(process: subprocess.Popen, timeout_s: float = 60) -> None:
+    """Ctrl-C a process we started (serve run shuts its applications down on it), then wait;
+    kill it only if it does not exit in time."""
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 @contextlib.contextmanager
 def running_service(env: dict[str, str] | None = None, timeout_s: float = 180) -> Iterator[float]:
     """Run `serve run serve_config.yaml` (its own local Ray instance); yield seconds to ready.
@@ -44,9 +55,4 @@ def running_service(env: dict[str, str] | None = None, timeout_s: float = 180) -
             time.sleep(0.25)
         yield time.monotonic() - start
     finally:
-        process.send_signal(signal.SIGINT)  # serve run shuts the applications down on Ctrl-C
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        interrupt_and_wait(process)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +21,8 @@ import pytest
 import ray
 import requests
 import yaml
+
+from loadtests.service import interrupt_and_wait
 
 ROOT = Path(__file__).resolve().parents[2]
 STARTUP_TIMEOUT_S = 240
@@ -130,12 +131,7 @@ def service() -> Service:
             f"http://127.0.0.1:{metrics_port}/metrics",
         )
     finally:
-        process.send_signal(signal.SIGINT)  # serve run shuts the applications down on Ctrl-C
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        interrupt_and_wait(process)
         ray.shutdown()
         for key, value in saved_env.items():
             if value is None:

@@ -6,7 +6,6 @@ import uuid
 
 import pytest
 import requests
-from PIL import Image
 
 from tests.images import PHOTO_PLAUSIBLE_LABELS, encode, photo, photo_bytes, riff
 from tests.integration.conftest import NO_CACHE_PREFIX, SERVICE_ENV

@@ -53,11 +53,27 @@ def classify(service, data: bytes, **headers) -> requests.Response:
     return response
 
 
+def settled_cache_counts(service, labels: dict) -> tuple[float, float]:
+    """Hits and misses once earlier tests' traffic has been published: Ray's agent exports every
+    few seconds, so wait until two scrapes 12 s apart agree."""
+    def counts():
+        samples = scrape(service)
+        return (total(samples, "ray_image_cache_hits_total", **labels),
+                total(samples, "ray_image_cache_misses_total", **labels))
+
+    previous = counts()
+    for _ in range(10):
+        time.sleep(12)
+        current = counts()
+        if current == previous:
+            return current
+        previous = current
+    pytest.fail("cache metrics never settled")
+
+
 def test_cache_counts_are_exact(service):
     inference = {"application": APP, "deployment": "Inference"}
-    before = scrape(service)
-    hits0 = total(before, "ray_image_cache_hits_total", **inference)
-    misses0 = total(before, "ray_image_cache_misses_total", **inference)
+    hits0, misses0 = settled_cache_counts(service, inference)
     images = [fresh_jpeg() for _ in range(3)]
     for data in images:
         assert classify(service, data).json()["cached"] is False
@@ -127,9 +143,12 @@ def test_dashboard_queries_name_only_exported_metrics(service):
     repeated = fresh_jpeg()
     for data in (repeated, repeated, b"not an image"):
         classify(service, data)
-    needed = {"ray_image_rejections_total", "ray_image_cache_hits_total", "ray_image_stage_latency_ms_bucket"}
-    exported_names = wait_for(lambda: (names := _exported_names(service)) >= needed and names)
-    assert exported_names
+    used = {
+        name for dashboard in DASHBOARDS for panel in json.loads(dashboard.read_text())["panels"]
+        for target in panel.get("targets", []) for name in metric_names(target["expr"])
+    }
+    exported_names = wait_for(lambda: (names := _exported_names(service)) >= used and names)
+    assert exported_names, f"never exported: {sorted(used - _exported_names(service))}"
     for dashboard in DASHBOARDS:
         panels = json.loads(dashboard.read_text())["panels"]
         assert len(panels) >= 5

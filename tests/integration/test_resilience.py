@@ -17,7 +17,6 @@ from dataclasses import dataclass
 import pytest
 import ray
 import requests
-from PIL import Image
 
 from tests.images import encode, photo
 from tests.integration.conftest import NO_CACHE_PREFIX

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+from loadtests.stats import percentile
 from loadtests.target import require_loopback
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
@@ -36,13 +36,6 @@ def seconds(text: str) -> float:
     if not parts or "".join(n + u for n, u in parts) != text:
         raise argparse.ArgumentTypeError(f"not a duration: {text!r} (use e.g. 60s, 2m)")
     return float(sum(int(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts))
-
-
-def percentile(ordered: list[float], q: float) -> float:
-    """Nearest-rank percentile of an ascending list."""
-    if not ordered:
-        return float("nan")
-    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
 
 def stats(samples: list[dict], duration_s: float) -> dict:

@@ -29,12 +29,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import aiohttp
-import numpy as np
 import requests
 import torch
 
 from loadtests.payloads import encode, make_unique, sample_photo
 from loadtests.service import BASE_URL, ROOT, interrupt_and_wait, running_service
+from loadtests.stats import percentile
 
 ONE_PROCESS_URL = "http://127.0.0.1:8100"
 
@@ -54,10 +54,6 @@ class Measurement:
 def photo_jpegs(count: int = 8) -> list[bytes]:
     base = sample_photo()
     return [encode(base.rotate(i * 9).resize((640, 480)), "JPEG", quality=92) for i in range(count)]
-
-
-def pct(ordered: list[float], q: float) -> float:
-    return ordered[max(0, int(np.ceil(q / 100 * len(ordered))) - 1)]
 
 
 async def closed_loop(url: str, connections: int, duration_s: float, warmup_s: float,
@@ -89,7 +85,7 @@ async def closed_loop(url: str, connections: int, duration_s: float, warmup_s: f
     latencies = sorted(ms for _, ms, _ in kept)
     return Measurement(
         label, connections, len(kept), sum(not ok for *_, ok in kept), len(kept) / duration_s,
-        pct(latencies, 50), pct(latencies, 95), pct(latencies, 99),
+        percentile(latencies, 50), percentile(latencies, 95), percentile(latencies, 99),
     )
 
 

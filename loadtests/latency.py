@@ -16,6 +16,7 @@ import time
 import requests
 from PIL import Image
 
+from loadtests.stats import percentile
 from loadtests.target import require_loopback
 
 
@@ -45,8 +46,8 @@ def timed_post(session: requests.Session, url: str, data: bytes) -> tuple[float,
 
 def summarise(name: str, samples: list[float]) -> str:
     ordered = sorted(samples)
-    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-    return f"{name:<12} n={len(samples):<4} p50={statistics.median(samples):7.1f} ms  p95={p95:7.1f} ms"
+    return (f"{name:<12} n={len(samples):<4} p50={percentile(ordered, 50):7.1f} ms  "
+            f"p95={percentile(ordered, 95):7.1f} ms")
 
 
 def main() -> None:

@@ -81,7 +81,7 @@ class ImageValidator:
     def validate(self, data: bytes) -> ValidatedImage:
         """Check size and signature; raise a typed error for anything not acceptable."""
         if not data:
-            raise EmptyBody("request body is empty; send the image bytes")
+            raise EmptyBody("request body is empty; send the image bytes or a multipart 'file'")
         if self.max_upload_bytes is not None and len(data) > self.max_upload_bytes:
             raise PayloadTooLarge(
                 f"body is {len(data)} bytes; the limit is {self.max_upload_bytes} bytes"

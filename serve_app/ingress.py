@@ -26,7 +26,6 @@ from starlette.routing import Route
 
 from deployments.validation import ValidatedImage
 from serve_app.errors import (
-    EmptyBody,
     InvalidParameter,
     MalformedMultipart,
     MethodNotAllowed,
@@ -211,8 +210,6 @@ class Ingress:
         limit = self._settings.max_upload_bytes
         body = await read_limited_body(request, limit + (MULTIPART_OVERHEAD_BYTES if is_multipart else 0))
         data = await file_from_multipart(request, body) if is_multipart else body
-        if not data:
-            raise EmptyBody("request body is empty; send the image bytes or a multipart 'file'")
 
         validated = await retry_once_if_replica_died(
             lambda: self._validation.validate.remote(data, request_id), request_id

@@ -45,15 +45,9 @@ class ImageClassifier:
         entry = self.cache.get(self._key(sha256), top_k)
         return None if entry is None else self._prediction(entry.first(top_k), cached=True)
 
-    async def classify(
-        self, pixels: np.ndarray, sha256: str, top_k: int, width: int, height: int, use_cache: bool = True
-    ) -> Prediction:
-        """Classify one preprocessed uint8 HxWx3 image. With ``use_cache=False`` the caller has
-        already asked :meth:`cached`; the result is stored either way."""
-        if use_cache:
-            hit = self.cached(sha256, top_k)
-            if hit is not None:
-                return hit
+    async def classify(self, pixels: np.ndarray, sha256: str, top_k: int, width: int, height: int) -> Prediction:
+        """Run the model on one preprocessed uint8 HxWx3 image and store the result. Callers ask
+        :meth:`cached` first: a hit then skips decoding as well as this."""
         (top,) = await self.runner.top_classes(pixels[np.newaxis], max(top_k, MIN_CACHED_CLASSES))
         entry = CacheEntry(top, width, height)
         self.cache.put(self._key(sha256), entry)

@@ -49,7 +49,7 @@ class Inference:
         """Run the model on a decoded image; the ingress asked :meth:`lookup` first."""
         with self._timer.time():
             prediction = await self._classifier.classify(
-                decoded.pixels, sha256, top_k, decoded.width, decoded.height, use_cache=False
+                decoded.pixels, sha256, top_k, decoded.width, decoded.height
             )
         self._cache_metrics.publish(self._classifier.cache.stats())
         logger.info("request %s: classified, top class %d", request_id, prediction.classes[0].class_id)

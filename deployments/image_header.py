@@ -6,7 +6,7 @@ checks Pillow's view of the size again with the same :func:`check_dimensions`.
 
 from __future__ import annotations
 
-from serve_app.errors import ImageTooLarge, InvalidImageDimensions, UndecodableImage
+from common.errors import ImageTooLarge, InvalidImageDimensions, UndecodableImage
 
 # Start-of-frame markers that carry the frame size (not DHT C4, JPG C8 or DAC CC).
 _JPEG_SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})

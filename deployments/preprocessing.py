@@ -12,19 +12,19 @@ import io
 import logging
 import re
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageOps
 from ray import serve
 
-from deployments.inference.spec import InputGeometry, model_spec_from_settings
-from deployments.self_test import self_test_png
+from common.contracts import DecodedImage
+from common.error_tracking import init_error_tracking, reports_unexpected_errors
+from common.errors import DecodeTimeout, ImageTooLarge, ServiceError, UndecodableImage
+from common.metrics import DecodedSizeHistogram, StageTimer
+from common.settings import get_settings
 from deployments.image_header import check_dimensions
-from serve_app.error_tracking import init_error_tracking, reports_unexpected_errors
-from serve_app.errors import DecodeTimeout, ImageTooLarge, ServiceError, UndecodableImage
-from serve_app.metrics import DecodedSizeHistogram, StageTimer
-from serve_app.settings import get_settings
+from deployments.inference.spec import InputGeometry, input_geometry
+from deployments.self_test import self_test_png
 
 logger = logging.getLogger("ray.serve")
 
@@ -36,15 +36,6 @@ BACKGROUND_RGB = (255, 255, 255)
 _OBJECT_REPR = re.compile(r"\s*<[^<>]*object at 0x[0-9a-f]+>")
 _EXIF_ORIENTATION = 0x0112
 _ORIENTATIONS_SWAPPING_SIDES = {5, 6, 7, 8}
-
-
-@dataclass(frozen=True)
-class DecodedImage:
-    """A decoded image, cropped and resized for the model, with its original dimensions."""
-
-    pixels: np.ndarray  # uint8, (size, size, 3)
-    width: int  # as displayed, after the EXIF orientation
-    height: int
 
 
 class ImageDecoder:
@@ -152,8 +143,7 @@ class Preprocessing:
     def __init__(self) -> None:
         settings = get_settings()
         init_error_tracking(settings)
-        geometry = model_spec_from_settings(settings).geometry
-        decoder = ImageDecoder(geometry, settings.max_image_pixels, settings.max_image_side)
+        decoder = ImageDecoder(input_geometry(settings), settings.max_image_pixels, settings.max_image_side)
         self._decoder = BudgetedDecoder(decoder, settings.decode_timeout_s)
         self._timer = StageTimer("preprocess")
         self._decoded_size = DecodedSizeHistogram()

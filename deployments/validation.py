@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass
 
 from ray import serve
 
+from common.contracts import ValidatedImage
+from common.error_tracking import init_error_tracking, reports_unexpected_errors
+from common.errors import (
+    EmptyBody,
+    PayloadTooLarge,
+    UndecodableImage,
+    UnsupportedMediaType,
+)
+from common.metrics import StageTimer
+from common.settings import Settings, get_settings
 from deployments.image_header import check_dimensions, declared_dimensions
 from deployments.self_test import self_test_png
-from serve_app.error_tracking import init_error_tracking, reports_unexpected_errors
-from serve_app.errors import EmptyBody, PayloadTooLarge, UnsupportedMediaType
-from serve_app.metrics import StageTimer
-from serve_app.settings import Settings, get_settings
 
 logger = logging.getLogger("ray.serve")
 
@@ -30,18 +35,6 @@ _PREFIX_SIGNATURES: tuple[tuple[bytes, str], ...] = (
     (b"GIF89a", "gif"),
 )
 _WEBP_FIRST_CHUNKS = (b"VP8 ", b"VP8L", b"VP8X")
-SUPPORTED_FORMATS = ("jpeg", "png", "gif", "webp")
-
-
-@dataclass(frozen=True)
-class ValidatedImage:
-    """What the validator learned about an accepted body."""
-
-    format: str
-    sha256: str
-    num_bytes: int
-    width: int  # as the header declares them
-    height: int
 
 
 class ImageValidator:
@@ -92,9 +85,11 @@ class ImageValidator:
                 "content is not a JPEG, PNG, GIF or WebP image (checked by its bytes)"
             )
         if fmt == "webp":
+            # A WebP is a RIFF container: the signature says it is one, so a size that disagrees
+            # with the body is a truncated or broken WebP (422, like a truncated JPEG), not 415.
             riff_size = int.from_bytes(data[4:8], "little")
             if riff_size + 8 != len(data):
-                raise UnsupportedMediaType(
+                raise UndecodableImage(
                     f"WebP RIFF header declares {riff_size + 8} bytes but the body has {len(data)}"
                 )
         width, height = declared_dimensions(data, fmt)

@@ -32,7 +32,7 @@ import aiohttp
 import requests
 import torch
 
-from loadtests.payloads import encode, make_unique, sample_photo
+from loadtests.payloads import distinct_photos, make_unique
 from loadtests.service import BASE_URL, ROOT, interrupt_and_wait, running_service
 from loadtests.stats import percentile
 
@@ -51,15 +51,10 @@ class Measurement:
     p99_ms: float
 
 
-def photo_jpegs(count: int = 8) -> list[bytes]:
-    base = sample_photo()
-    return [encode(base.rotate(i * 9).resize((640, 480)), "JPEG", quality=92) for i in range(count)]
-
-
 async def closed_loop(url: str, connections: int, duration_s: float, warmup_s: float,
                       repeat_share: float, label: str) -> Measurement:
     """``connections`` clients post back to back; latencies after the warm-up are kept."""
-    bases = photo_jpegs()
+    bases = distinct_photos(8, quality=92)
     hot = bases[:4]
     rng = random.Random(7)
     samples: list[tuple[float, float, bool]] = []
@@ -91,8 +86,8 @@ async def closed_loop(url: str, connections: int, duration_s: float, warmup_s: f
 
 def forward_ceiling(threads: int, seconds: float = 10) -> float:
     """Forward passes per second, batch 1, on the thread that loaded the model."""
+    from common.settings import Settings
     from deployments.inference.spec import model_spec_from_settings
-    from serve_app.settings import Settings
 
     torch.set_num_threads(threads)
     model = model_spec_from_settings(Settings.from_env({})).load()
@@ -116,7 +111,7 @@ def run_one_process(measure) -> list[Measurement]:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
-                requests.post(ONE_PROCESS_URL + "/v1/classify", data=photo_jpegs(1)[0], timeout=5)
+                requests.post(ONE_PROCESS_URL + "/v1/classify", data=distinct_photos(1)[0], timeout=5)
                 break
             except requests.RequestException:
                 time.sleep(0.5)

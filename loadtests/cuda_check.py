@@ -14,27 +14,20 @@ import json
 import statistics
 import time
 
-import matplotlib
 import numpy as np
 import torch
-from PIL import Image
 
+from common.settings import Settings
 from deployments.inference.runner import ModelRunner
-from deployments.inference.spec import model_spec_from_settings
-from serve_app.settings import Settings
+from deployments.inference.spec import InputGeometry, model_spec_from_settings
+from deployments.preprocessing import ImageDecoder
+from loadtests.payloads import distinct_photos
 
 
-def photo_inputs(size: int, count: int) -> np.ndarray:
-    """``count`` centre crops of the sample photo at different rotations, as uint8 NHWC."""
-    photo = Image.open(f"{matplotlib.get_data_path()}/sample_data/grace_hopper.jpg").convert("RGB")
-    crops = []
-    for i in range(count):
-        image = photo.rotate(i * 5)
-        side = min(image.size) * 0.875
-        left, top = (image.width - side) / 2, (image.height - side) / 2
-        crops.append(np.asarray(image.resize((size, size), Image.Resampling.BICUBIC,
-                                             box=(left, top, left + side, top + side))))
-    return np.stack(crops)
+def photo_inputs(geometry: InputGeometry, count: int) -> np.ndarray:
+    """``count`` rotations of the sample photo, preprocessed as the service does, as uint8 NHWC."""
+    decoder = ImageDecoder(geometry, max_pixels=40_000_000, max_side=16384)
+    return np.stack([decoder.decode(jpeg, "jpeg").pixels for jpeg in distinct_photos(count, size=(512, 600))])
 
 
 def median_ms(runner: ModelRunner, batch: np.ndarray, repeats: int) -> float:
@@ -51,7 +44,7 @@ def median_ms(runner: ModelRunner, batch: np.ndarray, repeats: int) -> float:
 
 def main() -> None:
     spec = model_spec_from_settings(Settings.from_env({}))
-    batch = photo_inputs(spec.geometry.size, 8)
+    batch = photo_inputs(spec.geometry, 8)
     runners = {device: ModelRunner(spec, num_threads=1, device=device) for device in ("cpu", "cuda")}
     tops = {d: asyncio.run(r.top_classes(batch, 5)) for d, r in runners.items()}
     same_top5 = sum(a.class_ids == b.class_ids for a, b in zip(tops["cpu"], tops["cuda"]))

@@ -8,32 +8,15 @@ Requests are sequential, so this measures latency, not throughput. Bounded by --
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import statistics
 import time
 
 import requests
-from PIL import Image
 
+from loadtests.payloads import distinct_photos
 from loadtests.stats import percentile
 from loadtests.target import require_loopback
-
-
-def distinct_jpegs(count: int, size=(640, 480), salt: bytes = b"") -> list[bytes]:
-    """``count`` photo JPEGs that differ in content; a new ``salt`` gives a new set."""
-    import matplotlib
-
-    base = Image.open(f"{matplotlib.get_data_path()}/sample_data/grace_hopper.jpg").convert("RGB")
-    images = []
-    for i in range(count):
-        variant = base.rotate(i * 7 % 360).resize(size)
-        if salt:
-            variant.paste(tuple(salt[:3]), (0, 0, 8, 8))
-        buffer = io.BytesIO()
-        variant.save(buffer, "JPEG", quality=85 + i % 10)
-        images.append(buffer.getvalue())
-    return images
 
 
 def timed_post(session: requests.Session, url: str, data: bytes) -> tuple[float, dict]:
@@ -59,9 +42,9 @@ def main() -> None:
     count = max(1, min(args.requests, 1000))
     url = f"{host}/v1/classify"
     # A fresh salt per run, so a second run against the same service still measures misses.
-    images = distinct_jpegs(count, salt=os.urandom(3))
+    images = distinct_photos(count, salt=os.urandom(3), quality=90)
     with requests.Session() as session:
-        timed_post(session, url, distinct_jpegs(1, size=(64, 48))[0])  # warm the connection
+        timed_post(session, url, distinct_photos(1, size=(64, 48))[0])  # warm the connection
         misses, hits = [], []
         for data in images:
             elapsed, body = timed_post(session, url, data)

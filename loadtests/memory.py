@@ -10,15 +10,14 @@ Inference replica's RSS from /proc every 500 requests, and stops the service.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
-from PIL import Image
 
+from loadtests.payloads import make_unique, photo_bytes
 from loadtests.service import BASE_URL, running_service
 
 REPLICA_TITLE = b"ServeReplica:image-classifier:Inference"
@@ -41,14 +40,6 @@ def inference_replica_rss_mib() -> dict[int, float]:
     return rss
 
 
-def jpeg(index: int) -> bytes:
-    image = Image.new("RGB", (160, 120), (index % 251, index // 251 % 251, 90))
-    image.putpixel((index % 160, 0), (255, 255, 255))
-    buffer = io.BytesIO()
-    image.save(buffer, "JPEG", quality=90)
-    return buffer.getvalue()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=5000)
@@ -56,13 +47,15 @@ def main() -> None:
     parser.add_argument("--sample-every", type=int, default=500)
     args = parser.parse_args()
     url = BASE_URL + "/v1/classify"
+    small_jpeg = photo_bytes(size=(160, 120), quality=90)
     samples, lock, sent = [], threading.Lock(), [0]
     sessions = threading.local()
 
     def one(index: int) -> int:
         if not hasattr(sessions, "session"):
             sessions.session = requests.Session()
-        status = sessions.session.post(url, data=jpeg(index), timeout=60).status_code
+        data = make_unique("JPEG", small_jpeg, index.to_bytes(4, "big"))
+        status = sessions.session.post(url, data=data, timeout=60).status_code
         with lock:
             sent[0] += 1
             if sent[0] % args.sample_every == 0:

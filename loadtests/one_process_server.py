@@ -19,11 +19,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from common.errors import ServiceError
+from common.settings import Settings
 from deployments.inference.spec import model_spec_from_settings
 from deployments.preprocessing import ImageDecoder
 from deployments.validation import ImageValidator
-from serve_app.errors import ServiceError
-from serve_app.settings import Settings
+from serve_app.http_errors import error_response
 
 
 def build_app(torch_threads: int) -> Starlette:
@@ -42,7 +43,7 @@ def build_app(torch_threads: int) -> Starlette:
             validated = validator.validate(data)
             decoded = decoder.decode(data, validated.format)
         except ServiceError as error:
-            return JSONResponse({"error": {"code": error.code, "message": error.message}}, error.status_code)
+            return error_response(error, request_id="")
         batch = torch.from_numpy(np.array(decoded.pixels)[np.newaxis]).permute(0, 3, 1, 2).float()
         with torch.inference_mode():
             scores, ids = torch.softmax(model((batch - mean) / std), dim=1).topk(5)

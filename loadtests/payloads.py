@@ -1,24 +1,33 @@
-"""Image payloads for load tools: photo-based, deterministic, and unique per request on demand."""
+"""Image payloads for the tests and the load tools, in one place: the sample photo, its encodings,
+and copies made distinct per request."""
 
 from __future__ import annotations
 
 import io
+import os
 import struct
 from pathlib import Path
 
+import matplotlib
 from PIL import Image
 
+# A real photograph (Grace Hopper in uniform) that matplotlib ships as sample data.
+PHOTO_PATH = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
 
-def sample_photo() -> Image.Image:
-    import matplotlib
 
-    return Image.open(Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg").convert("RGB")
+def sample_photo(size: tuple[int, int] | None = None) -> Image.Image:
+    image = Image.open(PHOTO_PATH).convert("RGB")
+    return image.resize(size, Image.Resampling.BICUBIC) if size else image
 
 
 def encode(image: Image.Image, fmt: str, **params) -> bytes:
     buffer = io.BytesIO()
-    (image.quantize(256) if fmt == "GIF" else image).save(buffer, fmt, **params)
+    (image.quantize(256) if fmt == "GIF" and image.mode != "P" else image).save(buffer, fmt, **params)
     return buffer.getvalue()
+
+
+def photo_bytes(fmt: str = "JPEG", size: tuple[int, int] | None = None, **params) -> bytes:
+    return encode(sample_photo(size), fmt, **params)
 
 
 def make_unique(fmt: str, data: bytes, salt: bytes) -> bytes:
@@ -28,3 +37,18 @@ def make_unique(fmt: str, data: bytes, salt: bytes) -> bytes:
         return data + salt
     chunk = b"SALT" + struct.pack("<I", len(salt)) + salt
     return b"RIFF" + struct.pack("<I", len(data) - 8 + len(chunk)) + data[8:] + chunk
+
+
+def unique_photo_bytes(fmt: str = "JPEG", size: tuple[int, int] = (320, 240)) -> bytes:
+    """The photo as no request has sent it before: same pixels, a content hash of its own."""
+    return make_unique(fmt, photo_bytes(fmt, size), os.urandom(16))
+
+
+def distinct_photos(count: int, size: tuple[int, int] = (640, 480), salt: bytes = b"", **params) -> list[bytes]:
+    """``count`` JPEGs of the photo, each with its own content hash; the first 360 also differ in
+    their pixels (rotated), so the model sees different images. A new ``salt`` gives a new set."""
+    base = sample_photo(size)
+    return [
+        make_unique("JPEG", encode(base.rotate(i % 360), "JPEG", **params), salt + i.to_bytes(4, "big"))
+        for i in range(count)
+    ]

@@ -28,6 +28,23 @@ def interrupt_and_wait(process: subprocess.Popen, timeout_s: float = 60) -> None
         process.wait()
 
 
+def wait_until_ready(base_url: str, process: subprocess.Popen, timeout_s: float,
+                     paths: tuple[str, ...] = ("/readyz",)) -> None:
+    """Poll until every readiness path answers 200; raise if ``process`` exits or time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"serve run exited with {process.returncode}")
+        try:
+            if all(requests.get(base_url + path, timeout=5).status_code == 200 for path in paths):
+                return
+        except requests.RequestException:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"not ready after {timeout_s:g} s")
+        time.sleep(0.25)
+
+
 @contextlib.contextmanager
 def running_service(env: dict[str, str] | None = None, timeout_s: float = 180) -> Iterator[float]:
     """Run `serve run serve_config.yaml` (its own local Ray instance); yield seconds to ready.
@@ -42,17 +59,10 @@ def running_service(env: dict[str, str] | None = None, timeout_s: float = 180) -
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
-        while True:
-            if process.poll() is not None:
-                raise SystemExit(f"serve run exited with {process.returncode}")
-            if time.monotonic() - start > timeout_s:
-                raise SystemExit(f"not ready after {timeout_s}s")
-            try:
-                if requests.get(BASE_URL + "/readyz", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            time.sleep(0.25)
+        try:
+            wait_until_ready(BASE_URL, process, timeout_s)
+        except RuntimeError as exc:
+            raise SystemExit(str(exc)) from None
         yield time.monotonic() - start
     finally:
         interrupt_and_wait(process)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from ray.serve import Application
 
+from common.settings import get_settings
 from deployments.inference.deployment import Inference
 from deployments.preprocessing import Preprocessing
 from deployments.validation import Validation
 from serve_app.ingress import Ingress
-from serve_app.settings import get_settings
 
 
 def build_app(args: dict[str, str] | None = None) -> Application:

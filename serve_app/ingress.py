@@ -24,29 +24,28 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from deployments.validation import ValidatedImage
-from serve_app.errors import (
+from common.contracts import ValidatedImage
+from common.error_tracking import init_error_tracking
+from common.error_tracking import report as report_to_error_tracking
+from common.errors import (
+    InternalError,
     InvalidParameter,
     MalformedMultipart,
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
     ServiceError,
-    ServiceUnavailable,
+    Unavailable,
     UnsupportedContentEncoding,
     UnsupportedMediaType,
-    as_service_error,
-    error_response,
 )
-from serve_app.error_tracking import init_error_tracking
-from serve_app.error_tracking import report as report_to_error_tracking
-from serve_app.metrics import RejectionCounter, StageTimer
-from serve_app.settings import get_settings
+from common.metrics import RejectionCounter, StageTimer
+from common.settings import get_settings
+from serve_app.http_errors import as_service_error, error_response, status_of
 
 logger = logging.getLogger("ray.serve")
 
 DEFAULT_TOP_K = 5
-MAX_TOP_K = 1000
 # Room for multipart boundaries and part headers on top of the file itself.
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
 
@@ -90,8 +89,8 @@ def parse_top_k(request: Request) -> int:
         top_k = int(raw)
     except ValueError:
         raise InvalidParameter(f"top_k={raw!r} is not an integer") from None
-    if not 1 <= top_k <= MAX_TOP_K:
-        raise InvalidParameter(f"top_k={top_k} must be between 1 and {MAX_TOP_K}")
+    if top_k < 1:  # the model replica refuses more than its class count
+        raise InvalidParameter(f"top_k={top_k} must be at least 1")
     return top_k
 
 
@@ -142,24 +141,33 @@ async def retry_once_if_replica_died(call: Callable[[], Awaitable], request_id: 
         return await call()
 
 
-Handler = Callable[[object, Request], Awaitable[Response]]
+Handler = Callable[[object, Request, str], Awaitable[Response]]
 
 
-def maps_errors(handler: Handler) -> Handler:
-    """Turn any exception a route raises into the JSON error response for its status."""
+def triage(exc: Exception, request_id: str) -> ServiceError:
+    """The typed error for ``exc``. Only a fault is logged at ERROR and reported to error
+    tracking; overload and recovery are logged at WARNING, and a client's mistake is left to the
+    access log and the rejection counter, so a traffic spike cannot flood either."""
+    error = as_service_error(exc)
+    if isinstance(error, InternalError):
+        logger.error("request %s failed: %r", request_id, exc, exc_info=exc)
+        if not isinstance(exc, RayTaskError):  # a stage's own fault: reported there
+            report_to_error_tracking(exc, request_id)
+    elif isinstance(error, Unavailable):
+        logger.warning("request %s: %s (%s)", request_id, error.message, type(exc).__name__)
+    return error
+
+
+def maps_errors(handler: Handler) -> Callable[[object, Request], Awaitable[Response]]:
+    """Give a route its request ID, and turn any exception it raises into the JSON error response."""
 
     @wraps(handler)
     async def wrapper(self: Ingress, request: Request) -> Response:
+        request_id = request_id_of(request)
         try:
-            return await handler(self, request)
+            return await handler(self, request, request_id)
         except Exception as exc:
-            request_id = request_id_of(request)
-            error = as_service_error(exc)
-            if error.status_code >= 500:
-                logger.error("request %s failed: %r", request_id, exc, exc_info=exc)
-                if not isinstance(exc, RayTaskError):  # a stage's own fault: reported there
-                    report_to_error_tracking(exc, request_id)
-            return self._error_response(error, request_id)
+            return self._error_response(triage(exc, request_id), request_id)
 
     return wrapper
 
@@ -193,16 +201,15 @@ class Ingress:
         )
 
     def _error_response(self, error: ServiceError, request_id: str) -> Response:
-        self._rejections.count(error.status_code, error.code)
+        self._rejections.count(status_of(error), error.code)
         return error_response(error, request_id)
 
     @maps_errors
-    async def classify(self, request: Request) -> Response:
+    async def classify(self, request: Request, request_id: str) -> Response:
         with self._end_to_end.time():
-            return await self._classify(request)
+            return await self._classify(request, request_id)
 
-    async def _classify(self, request: Request) -> Response:
-        request_id = request_id_of(request)
+    async def _classify(self, request: Request, request_id: str) -> Response:
         top_k = parse_top_k(request)
         refuse_impossible_upload(request)
         declared_type = media_type(request.headers.get("content-type", ""))
@@ -249,15 +256,14 @@ class Ingress:
         return self._inference.classify.remote(decoded, validated.sha256, top_k, request_id)
 
     @maps_errors
-    async def model_info(self, request: Request) -> Response:
+    async def model_info(self, request: Request, request_id: str) -> Response:
         return JSONResponse(await self._inference.describe.remote())
 
     async def healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
     @maps_errors
-    async def readyz(self, request: Request) -> Response:
-        request_id = request_id_of(request)
+    async def readyz(self, request: Request, request_id: str) -> Response:
         stages = {
             "validation": self._validation,
             "preprocessing": self._preprocessing,
@@ -275,7 +281,7 @@ class Ingress:
         not_ready = [name for name, ok in zip(stages, results) if not ok]
         if not_ready:
             return self._error_response(
-                ServiceUnavailable(f"not ready: {', '.join(not_ready)}"), request_id
+                Unavailable(f"not ready: {', '.join(not_ready)}"), request_id
             )
         return JSONResponse({"status": "ready"})
 

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
-from tests.images import encode, photo, riff
+from loadtests.payloads import encode, sample_photo
+from tests.images import riff
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ def png_with_chunk_before_idat(kind: bytes, payload: bytes) -> bytes:
 
 
 def png_bad_idat_crc() -> bytes:
-    data = bytearray(encode(photo((64, 48)), "PNG"))
+    data = bytearray(encode(sample_photo((64, 48)), "PNG"))
     idat = data.index(b"IDAT")
     length = struct.unpack(">I", data[idat - 4 : idat])[0]
     data[idat + 4 + length] ^= 0xFF  # first byte of the IDAT CRC
@@ -103,7 +104,7 @@ def truncated(data: bytes, fraction: float = 0.5) -> bytes:
 
 
 def small_photo(fmt: str, **params) -> bytes:
-    image = photo((96, 72))
+    image = sample_photo((96, 72))
     return encode(image.quantize(256) if fmt == "GIF" else image, fmt, **params)
 
 
@@ -114,18 +115,18 @@ CASES: list[Case] = [
     # --- valid, and odd but valid: 200 -----------------------------------------------------
     Case("jpeg photo", lambda: small_photo("JPEG"), 200, format="jpeg"),
     Case("progressive jpeg", lambda: small_photo("JPEG", progressive=True), 200, format="jpeg"),
-    Case("greyscale jpeg", lambda: encode(photo((96, 72)).convert("L"), "JPEG"), 200, format="jpeg"),
-    Case("cmyk jpeg", lambda: encode(photo((96, 72)).convert("CMYK"), "JPEG"), 200, format="jpeg"),
-    Case("exif rotated jpeg", lambda: with_exif_orientation(photo((96, 72)), 6), 200, format="jpeg"),
+    Case("greyscale jpeg", lambda: encode(sample_photo((96, 72)).convert("L"), "JPEG"), 200, format="jpeg"),
+    Case("cmyk jpeg", lambda: encode(sample_photo((96, 72)).convert("CMYK"), "JPEG"), 200, format="jpeg"),
+    Case("exif rotated jpeg", lambda: with_exif_orientation(sample_photo((96, 72)), 6), 200, format="jpeg"),
     Case("jpeg with data after EOI", lambda: small_photo("JPEG") + b"trailing garbage" * 64, 200, format="jpeg"),
     Case("png photo", lambda: small_photo("PNG"), 200, format="png"),
     Case("png with trailing bytes", lambda: small_photo("PNG") + b"\x00junk" * 100, 200, format="png"),
     Case("grey L png", lambda: encode(Image.new("L", (40, 30), 90), "PNG"), 200, format="png"),
     Case("LA png", lambda: encode(Image.new("LA", (40, 30), (90, 128)), "PNG"), 200, format="png"),
     Case("palette png with transparency",
-         lambda: encode(photo((40, 30)).quantize(16), "PNG", transparency=0), 200, format="png"),
+         lambda: encode(sample_photo((40, 30)).quantize(16), "PNG", transparency=0), 200, format="png"),
     Case("16-bit grey png", lambda: encode(Image.new("I;16", (40, 30), 40000), "PNG"), 200, format="png"),
-    Case("rgba png", lambda: encode(photo((40, 30)).convert("RGBA"), "PNG"), 200, format="png"),
+    Case("rgba png", lambda: encode(sample_photo((40, 30)).convert("RGBA"), "PNG"), 200, format="png"),
     Case("1x1 png", lambda: encode(Image.new("RGB", (1, 1), (1, 2, 3)), "PNG"), 200, format="png"),
     Case("4000x1 png", lambda: encode(Image.new("RGB", (4000, 1), (9, 9, 9)), "PNG"), 200, format="png"),
     Case("1x4000 png", lambda: encode(Image.new("RGB", (1, 4000), (9, 9, 9)), "PNG"), 200, format="png"),
@@ -136,9 +137,9 @@ CASES: list[Case] = [
     Case("gif photo", lambda: small_photo("GIF"), 200, format="gif"),
     Case("1x1 gif", lambda: encode(Image.new("P", (1, 1)), "GIF"), 200, format="gif"),
     Case("animated gif", lambda: animated("GIF"), 200, format="gif"),
-    Case("webp lossy (VP8)", lambda: webp(photo((96, 72)), quality=80), 200, format="webp"),
-    Case("webp lossless (VP8L)", lambda: webp(photo((96, 72)), lossless=True), 200, format="webp"),
-    Case("webp with alpha (VP8X)", lambda: webp(photo((96, 72)).convert("RGBA"), quality=80), 200, format="webp"),
+    Case("webp lossy (VP8)", lambda: webp(sample_photo((96, 72)), quality=80), 200, format="webp"),
+    Case("webp lossless (VP8L)", lambda: webp(sample_photo((96, 72)), lossless=True), 200, format="webp"),
+    Case("webp with alpha (VP8X)", lambda: webp(sample_photo((96, 72)).convert("RGBA"), quality=80), 200, format="webp"),
     Case("animated webp", lambda: animated("WEBP"), 200, format="webp"),
     # --- not an image by its bytes: 415 ---------------------------------------------------------
     Case("RIFF alone", lambda: b"RIFF", 415, "unsupported_media_type", OCTET),
@@ -148,10 +149,10 @@ CASES: list[Case] = [
          lambda: b"RIFF\x20\x00\x00\x00\x00WEBPVP8 " + b"\x00" * 20, 415, "unsupported_media_type", OCTET),
     Case("WEBP without a VP8 chunk", lambda: riff(b"WEBP", b"JUNK" + b"\x00" * 30), 415,
          "unsupported_media_type", OCTET),
-    Case("webp RIFF size larger than body", lambda: truncated(webp(photo((96, 72))), 0.7), 415,
-         "unsupported_media_type", OCTET),
-    Case("webp RIFF size smaller than body", lambda: webp(photo((96, 72))) + b"\x00" * 32, 415,
-         "unsupported_media_type", OCTET),
+    Case("truncated webp (RIFF size larger than body)", lambda: truncated(webp(sample_photo((96, 72))), 0.7), 422,
+         "undecodable_image", OCTET),
+    Case("webp RIFF size smaller than body", lambda: webp(sample_photo((96, 72))) + b"\x00" * 32, 422,
+         "undecodable_image", OCTET),
     Case("BMP", lambda: encode(Image.new("RGB", (8, 8)), "BMP"), 415, "unsupported_media_type", OCTET),
     Case("TIFF", lambda: encode(Image.new("RGB", (8, 8)), "TIFF"), 415, "unsupported_media_type", OCTET),
     Case("ICO", lambda: encode(Image.new("RGB", (16, 16)), "ICO"), 415, "unsupported_media_type", OCTET),

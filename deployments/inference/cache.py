@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from common.contracts import CacheStats
+
 
 @dataclass(frozen=True)
 class TopClasses:
@@ -27,16 +29,6 @@ class CacheEntry:
 
     def first(self, k: int) -> CacheEntry:
         return CacheEntry(self.top.first(k), self.width, self.height)
-
-
-@dataclass(frozen=True)
-class CacheStats:
-    enabled: bool
-    capacity: int
-    size: int
-    hits: int
-    misses: int
-    evictions: int
 
 
 class PredictionCache:

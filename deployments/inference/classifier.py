@@ -2,33 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
+from common.contracts import Prediction, ScoredClass
+from common.errors import InvalidParameter
 from deployments.inference.cache import CacheEntry, PredictionCache
 from deployments.inference.runner import ModelRunner
 
 # Compute and cache at least this many classes, so a later request for the default top_k can be
 # answered from an entry stored for a smaller one.
 MIN_CACHED_CLASSES = 5
-
-
-@dataclass(frozen=True)
-class ScoredClass:
-    class_id: int
-    label: str
-    score: float
-
-
-@dataclass(frozen=True)
-class Prediction:
-    model_name: str
-    model_version: str
-    classes: tuple[ScoredClass, ...]  # best first
-    cached: bool
-    width: int  # the image's displayed size, carried so that a cache hit needs no decoding
-    height: int
 
 
 class ImageClassifier:
@@ -40,14 +23,20 @@ class ImageClassifier:
     def _key(self, sha256: str) -> tuple[str, str]:
         return (self.spec.identity, sha256)
 
+    def check_top_k(self, top_k: int) -> None:
+        if top_k > self.spec.num_classes:
+            raise InvalidParameter(f"top_k={top_k} is more than the model's {self.spec.num_classes} classes")
+
     def cached(self, sha256: str, top_k: int) -> Prediction | None:
         """The cached prediction for these bytes, counting a hit or a miss; None on a miss."""
+        self.check_top_k(top_k)
         entry = self.cache.get(self._key(sha256), top_k)
         return None if entry is None else self._prediction(entry.first(top_k), cached=True)
 
     async def classify(self, pixels: np.ndarray, sha256: str, top_k: int, width: int, height: int) -> Prediction:
         """Run the model on one preprocessed uint8 HxWx3 image and store the result. Callers ask
         :meth:`cached` first: a hit then skips decoding as well as this."""
+        self.check_top_k(top_k)
         (top,) = await self.runner.top_classes(pixels[np.newaxis], max(top_k, MIN_CACHED_CLASSES))
         entry = CacheEntry(top, width, height)
         self.cache.put(self._key(sha256), entry)

@@ -6,16 +6,19 @@ import logging
 
 from ray import serve
 
+from common.contracts import DecodedImage, Prediction
+from common.error_tracking import init_error_tracking, reports_unexpected_errors
+from common.metrics import CacheMetrics, StageTimer
+from common.settings import get_settings
 from deployments.inference.cache import PredictionCache
-from deployments.inference.classifier import ImageClassifier, Prediction
+from deployments.inference.classifier import ImageClassifier
 from deployments.inference.runner import ModelRunner
 from deployments.inference.spec import model_spec_from_settings
-from deployments.preprocessing import DecodedImage
-from serve_app.error_tracking import init_error_tracking, reports_unexpected_errors
-from serve_app.metrics import CacheMetrics, StageTimer
-from serve_app.settings import get_settings
 
 logger = logging.getLogger("ray.serve")
+# Below serve_config.yaml's health_check_timeout_s, so the failure names its cause. A forward pass
+# takes tens of milliseconds; the probe waits behind at most max_ongoing_requests of them.
+HEALTH_PROBE_DEADLINE_S = 10
 
 
 @serve.deployment(name="Inference")
@@ -67,12 +70,13 @@ class Inference:
             "cache": {"enabled": cache.enabled, "size": cache.capacity},
         }
 
-    def ready(self) -> bool:
-        return self._classifier.runner.is_loaded()
+    async def ready(self) -> bool:
+        await self.check_health()
+        return True
 
-    def check_health(self) -> None:
-        if not self._classifier.runner.is_loaded():
-            raise RuntimeError("model is not loaded")
+    async def check_health(self) -> None:
+        """Serve replaces the replica if this raises: a forward pass must finish in time."""
+        await self._classifier.runner.probe(HEALTH_PROBE_DEADLINE_S)
 
 
 def describe_cache(cache: PredictionCache) -> str:

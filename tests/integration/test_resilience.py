@@ -7,31 +7,23 @@ Inference replica, then a Preprocessing replica, with `ray.kill`.
 
 from __future__ import annotations
 
+import http.client
 import json
 import statistics
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from urllib.parse import urlparse
 
 import pytest
 import ray
 import requests
 
-from tests.images import encode, photo
-from tests.integration.conftest import NO_CACHE_PREFIX
+from loadtests.payloads import distinct_photos, photo_bytes
+from tests.integration.conftest import NO_CACHE_PREFIX, REQUEST_TIMEOUT_S
 
 pytestmark = pytest.mark.integration
-
-
-def distinct_jpegs(count: int, tag: int) -> list[bytes]:
-    base = photo((96, 72))
-    images = []
-    for i in range(count):
-        image = base.copy()
-        image.putpixel((0, 0), (i % 256, i // 256 % 256, tag))
-        images.append(encode(image, "JPEG", quality=90))
-    return images
 
 
 @dataclass(frozen=True)
@@ -40,6 +32,7 @@ class Outcome:
     end: float
     status: int | None  # None: no answer (connection error or client timeout)
     retry_after: str | None = None
+    error: dict | None = None  # the JSON error body's "error", for refusals
 
     @property
     def seconds(self) -> float:
@@ -50,14 +43,17 @@ def timed_post(session: requests.Session, url: str, data: bytes, timeout: float 
     start = time.monotonic()
     try:
         response = session.post(url, data=data, timeout=timeout)
-        return Outcome(start, time.monotonic(), response.status_code, response.headers.get("Retry-After"))
+        error = None if response.ok else response.json()["error"]
+        if error is not None:
+            assert error["request_id"] == response.headers["X-Request-ID"]
+        return Outcome(start, time.monotonic(), response.status_code, response.headers.get("Retry-After"), error)
     except requests.RequestException:
         return Outcome(start, time.monotonic(), None)
 
 
 def test_burst_past_capacity_is_answered_with_fast_refusals(service):
     url = service.url(NO_CACHE_PREFIX + "/v1/classify")
-    images = distinct_jpegs(120, tag=1)
+    images = distinct_photos(120, size=(96, 72), salt=b"burst")
     barrier = threading.Barrier(len(images))
 
     def one(data: bytes) -> Outcome:
@@ -76,6 +72,7 @@ def test_burst_past_capacity_is_answered_with_fast_refusals(service):
     assert len(refused) >= len(outcomes) // 2, f"burst was not past capacity: {len(refused)} refused"
     assert accepted, "some requests must still be served"
     assert all(o.retry_after for o in refused), "refusals tell clients when to retry"
+    assert {o.error["code"] for o in refused} == {"service_unavailable"}, "Serve's own 503s get the JSON body too"
     assert statistics.median(o.seconds for o in refused) < 1.0
     assert max(o.seconds for o in refused) < 5.0
     print(f"\nburst: {len(outcomes)} requests, {len(accepted)} served, {len(refused)} refused; "
@@ -84,23 +81,26 @@ def test_burst_past_capacity_is_answered_with_fast_refusals(service):
           f"served median {statistics.median(o.seconds for o in accepted) * 1000:.0f} ms")
 
 
-def test_request_past_its_timeout_gets_408_not_a_hang(service):
-    def slow_body():
-        yield photo_bytes_small()
-        time.sleep(6)
-        yield b"\x00"
-
+@pytest.mark.parametrize("client_timeout", ["0", "3600"], ids=["disable", "lengthen"])
+def test_request_past_the_server_timeout_gets_json_408_whatever_the_client_asks(service, client_timeout):
+    """The client sends half its declared body and then waits for the answer."""
+    data = photo_bytes(size=(96, 72))
+    connection = http.client.HTTPConnection(urlparse(service.base_url).hostname, urlparse(service.base_url).port,
+                                            timeout=60)
+    connection.putrequest("POST", "/v1/classify")
+    connection.putheader("Content-Length", str(2 * len(data)))
+    connection.putheader("X-Request-Timeout-Seconds", client_timeout)
     start = time.monotonic()
-    response = requests.post(
-        service.url("/v1/classify"), data=slow_body(),
-        headers={"X-Request-Timeout-Seconds": "2"}, timeout=30,
-    )
-    assert response.status_code == 408
-    assert time.monotonic() - start < 10
-
-
-def photo_bytes_small() -> bytes:
-    return encode(photo((96, 72)), "JPEG")
+    connection.endheaders(data)
+    response = connection.getresponse()
+    elapsed = time.monotonic() - start
+    body = json.loads(response.read())
+    connection.close()
+    assert response.status == 408
+    assert response.getheader("Content-Type") == "application/json"
+    assert body["error"]["code"] == "request_timeout"
+    assert body["error"]["request_id"] == response.getheader("X-Request-ID")
+    assert REQUEST_TIMEOUT_S - 1 < elapsed < REQUEST_TIMEOUT_S + 5
 
 
 def _replica_names(deployment: str) -> list[str]:
@@ -118,7 +118,7 @@ def _kill_one_replica(deployment: str) -> None:
 def _load_through_kill(service, deployment: str, tag: int) -> dict:
     """Two clients send distinct images; one replica of ``deployment`` is killed after 2 s."""
     url = service.url("/v1/classify")
-    images = iter(distinct_jpegs(3000, tag=tag))
+    images = iter(distinct_photos(3000, size=(96, 72), salt=bytes([tag])))
     lock = threading.Lock()
     outcomes: list[Outcome] = []
     stop = threading.Event()

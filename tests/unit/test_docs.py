@@ -3,7 +3,7 @@
 import re
 from pathlib import Path
 
-from serve_app.settings import ENVIRONMENT
+from common.settings import ENVIRONMENT
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()

@@ -4,14 +4,23 @@ Uses the real sentry-sdk with a local transport that keeps envelopes in memory i
 """
 
 import asyncio
+import logging
 
 import pytest
 import sentry_sdk
+from ray.exceptions import ActorUnavailableError
+from ray.serve.exceptions import BackPressureError
 from sentry_sdk.transport import Transport
 
-from serve_app.error_tracking import init_error_tracking, reports_unexpected_errors
-from serve_app.errors import UnsupportedMediaType
-from serve_app.settings import Settings
+from common.error_tracking import init_error_tracking, reports_unexpected_errors
+from common.errors import (
+    DecodeTimeout,
+    InvalidParameter,
+    Unavailable,
+    UnsupportedMediaType,
+)
+from common.settings import Settings
+from serve_app.ingress import triage
 
 
 class MemoryTransport(Transport):
@@ -74,3 +83,38 @@ def test_without_dsn_nothing_is_initialised_and_errors_still_raise():
     assert init_error_tracking(Settings.from_env({})) is False
     with pytest.raises(RuntimeError):
         Stage().validate(b"crash", request_id="req-none")
+
+
+@pytest.mark.parametrize("exc", [
+    BackPressureError(num_queued_requests=64, max_queued_requests=64),
+    ActorUnavailableError("replica is restarting", actor_id=None),
+    Unavailable("not ready: inference"),
+    InvalidParameter("top_k=0 must be at least 1"),
+    DecodeTimeout("decoding took longer than the 5 s budget"),
+], ids=["backpressure", "replica-unavailable", "not-ready", "client-error", "decode-timeout"])
+def test_overload_recovery_and_client_errors_stay_out_of_sentry_and_error_logs(sentry_events, caplog, exc):
+    error = triage(exc, "req-quiet")
+    sentry_sdk.flush()
+    assert sentry_events == []
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert error.code in ("service_unavailable", "invalid_parameter", "decode_timeout")
+
+
+def test_an_unexpected_failure_at_the_ingress_is_logged_and_reported(sentry_events, caplog):
+    error = triage(KeyError("bug"), "req-bug")
+    sentry_sdk.flush()
+    assert error.code == "internal_error"
+    assert [e["tags"]["request_id"] for e in sentry_events] == ["req-bug"]
+    assert [r.levelname for r in caplog.records if "req-bug" in r.getMessage()] == ["ERROR"]
+
+
+def test_a_stage_refusing_work_under_load_is_not_reported(sentry_events):
+    class Busy:
+        @reports_unexpected_errors
+        def preprocess(self, request_id: str):
+            raise Unavailable("decoder pool is full")
+
+    with pytest.raises(Unavailable):
+        Busy().preprocess(request_id="req-busy")
+    sentry_sdk.flush()
+    assert sentry_events == []

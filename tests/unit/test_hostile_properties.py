@@ -12,12 +12,13 @@ import os
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from PIL import ImageFile
 
+from common.errors import ServiceError
 from deployments.inference.spec import InputGeometry
 from deployments.preprocessing import ImageDecoder
 from deployments.validation import ImageValidator
-from serve_app.errors import ServiceError
+from loadtests.payloads import photo_bytes
+from serve_app.http_errors import status_of
 from tests.catalogue import CASES
 
 EXAMPLES = int(os.environ.get("HYPOTHESIS_EXAMPLES", "2000"))
@@ -33,8 +34,9 @@ def outcome(data: bytes) -> int:
         validated = VALIDATOR.validate(data)
         decoded = DECODER.decode(data, validated.format)
     except ServiceError as error:
-        assert 400 <= error.status_code < 500, error
-        return error.status_code
+        status = status_of(error)
+        assert 400 <= status < 500, error
+        return status
     assert decoded.pixels.shape == (224, 224, 3)
     return 200
 
@@ -77,5 +79,12 @@ def test_random_data_behind_a_valid_signature_only_raises_typed_client_errors(si
     assert outcome(signature + tail) in (200, 415, 422)
 
 
-def test_truncated_images_are_never_loaded_leniently():
-    assert ImageFile.LOAD_TRUNCATED_IMAGES is False
+WHOLE_PHOTOS = [photo_bytes(fmt, size=(96, 72)) for fmt in ("JPEG", "PNG", "GIF", "WEBP")]
+
+
+@PROPERTY
+@given(st.sampled_from(WHOLE_PHOTOS), st.floats(0.05, 0.95))
+def test_truncated_images_are_never_loaded_leniently(data, kept):
+    """A photo cut anywhere inside its image data is refused as undecodable, never half-decoded."""
+    assert outcome(data) == 200
+    assert outcome(data[: int(len(data) * kept)]) == 422

@@ -1,4 +1,5 @@
-"""The project imports through its packages, so it runs from the root and after `pip install .`."""
+"""The project imports through its packages, so it runs from the root and after `pip install .`,
+and its layers depend one way: serve_app on deployments on common."""
 
 import ast
 import os
@@ -9,11 +10,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("serve_app", "deployments")
+PACKAGES = ("serve_app", "deployments", "common")
+# Each layer may import only the layers below it.
+LAYERS_BELOW = {"serve_app": {"deployments", "common"}, "deployments": {"common"}, "common": set()}
 MODULES = [
-    "serve_app.app", "serve_app.ingress", "serve_app.settings", "serve_app.errors",
-    "deployments.validation", "deployments.preprocessing", "deployments.inference.deployment",
-    "deployments.inference.spec",
+    "serve_app.app", "serve_app.ingress", "serve_app.http_errors", "common.settings", "common.errors",
+    "common.contracts", "deployments.validation", "deployments.preprocessing",
+    "deployments.inference.deployment", "deployments.inference.spec",
 ]
 PROBE = """
 import importlib, sys
@@ -21,7 +24,7 @@ for name in sys.argv[1:]:
     print(importlib.import_module(name).__file__)
 from deployments.validation import ImageValidator
 from deployments.inference.spec import model_spec_from_settings
-from serve_app.settings import Settings
+from common.settings import Settings
 assert ImageValidator().validate_magic_bytes(b"RIFF\\x10\\x00\\x00\\x00WEBPVP8 ") == (True, "webp")
 assert model_spec_from_settings(Settings.from_env({})).labels[285] == "Egyptian cat"
 """
@@ -49,6 +52,41 @@ def test_no_module_imports_a_sibling_by_bare_name():
                 f"{path.relative_to(ROOT)}: import {n}" for n in names if n.split(".")[0] in siblings
             ]
     assert not offenders
+
+
+def _imported_names(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    return [
+        name for node in ast.walk(tree)
+        for name in ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+    ]
+
+
+def test_layers_import_only_downwards():
+    offenders = []
+    for layer, allowed in LAYERS_BELOW.items():
+        forbidden = set(PACKAGES) - allowed - {layer}
+        for path in (ROOT / layer).rglob("*.py"):
+            offenders += [
+                f"{path.relative_to(ROOT)}: import {name}"
+                for name in _imported_names(path) if name.split(".")[0] in forbidden
+            ]
+    assert not offenders
+
+
+def test_preprocessing_needs_neither_torch_nor_the_model():
+    probe = (
+        "import sys\n"
+        "from common.settings import Settings\n"
+        "from deployments.inference.spec import input_geometry\n"
+        "import deployments.preprocessing\n"
+        "print(input_geometry(Settings.from_env({})))\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "size=224" in result.stdout
 
 
 def _probe(cwd: Path, pythonpath: Path) -> list[Path]:

@@ -8,14 +8,20 @@ import numpy as np
 import pytest
 import torch
 
+from common.errors import InvalidParameter
+from common.settings import Settings, SettingsError
 from deployments.inference.cache import PredictionCache
 from deployments.inference.classifier import ImageClassifier
 from deployments.inference.efficientnet_lite import load_efficientnet_lite0
 from deployments.inference.runner import ModelRunner
-from deployments.inference.spec import InputGeometry, ModelSpec, model_spec_from_settings
+from deployments.inference.spec import (
+    InputGeometry,
+    ModelSpec,
+    model_spec_from_settings,
+)
 from deployments.preprocessing import ImageDecoder
-from serve_app.settings import Settings, SettingsError
-from tests.images import PHOTO_PLAUSIBLE_LABELS, photo_bytes
+from loadtests.payloads import photo_bytes
+from tests.images import PHOTO_PLAUSIBLE_LABELS
 
 
 @pytest.fixture(scope="module")
@@ -54,14 +60,13 @@ def test_lite0_spec_describes_the_shipped_weights(lite0_spec):
     assert len(lite0_spec.version) == 12
 
 
+def decode(data: bytes):
+    return ImageDecoder(InputGeometry(224, 224 / 256), max_pixels=40_000_000, max_side=16384).decode(data, "jpeg")
+
+
 def classify(classifier: ImageClassifier, data: bytes, top_k: int = 5):
-    """What the ingress does: ask the cache, and only on a miss decode and run the model."""
+    decoded = decode(data)
     sha256 = hashlib.sha256(data).hexdigest()
-    hit = classifier.cached(sha256, top_k)
-    if hit is not None:
-        return hit
-    decoder = ImageDecoder(classifier.spec.geometry, max_pixels=40_000_000, max_side=16384)
-    decoded = decoder.decode(data, "jpeg")
     return asyncio.run(classifier.classify(decoded.pixels, sha256, top_k, decoded.width, decoded.height))
 
 
@@ -73,13 +78,23 @@ def test_real_photo_gets_plausible_labels(classifier):
     assert len(PHOTO_PLAUSIBLE_LABELS.intersection(labels)) >= 3, labels
 
 
-def test_repeat_is_served_from_cache_with_identical_answer(classifier):
+def test_classified_image_is_then_answered_from_cache_without_pixels(classifier):
     data = photo_bytes("JPEG", size=(320, 240))
+    sha256 = hashlib.sha256(data).hexdigest()
+    assert classifier.cached(sha256, 5) is None
     first = classify(classifier, data)
-    second = classify(classifier, data)
-    assert (first.cached, second.cached) == (False, True)
-    assert first.classes == second.classes
-    assert (second.width, second.height) == (320, 240)
+    hit = classifier.cached(sha256, 3)
+    assert (first.cached, hit.cached) == (False, True)
+    assert hit.classes == first.classes[:3]
+    assert (hit.width, hit.height) == (320, 240)
+    assert classifier.cached(sha256, 10) is None  # stored for 5 classes: more is a miss
+
+
+def test_top_k_beyond_the_class_count_is_refused(classifier):
+    with pytest.raises(InvalidParameter, match="1000 classes"):
+        classifier.cached("0" * 64, 1001)
+    with pytest.raises(InvalidParameter, match="1000 classes"):
+        classify(classifier, photo_bytes("JPEG", size=(64, 64)), top_k=1001)
 
 
 def test_all_classes_sorted_and_summing_to_one(classifier):
@@ -123,9 +138,33 @@ def test_runner_loads_and_runs_on_one_dedicated_thread():
     assert len(results) == 8 and all(len(r[0].class_ids) == 3 for r in results)
     assert model.threads == set(loaded_on)
     assert loaded_on[0].startswith("model-runner")
-    assert runner.is_loaded()
-    runner.close()
-    assert not runner.is_loaded()
+
+
+class _GatedModel(_ThreadRecordingModel):
+    """A model whose forward pass hangs while its gate is closed, like one stuck in a driver call."""
+
+    def __init__(self):
+        super().__init__()
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def forward(self, x):
+        self.gate.wait()
+        return super().forward(x)
+
+
+def test_health_probe_fails_while_the_model_thread_is_wedged():
+    model = _GatedModel()
+    spec = ModelSpec("tiny", "1", InputGeometry(8, 1.0), (0, 0, 0), (1, 1, 1), ("a", "b", "c"), lambda: model)
+    runner = ModelRunner(spec, num_threads=1)
+    asyncio.run(runner.probe(deadline_s=5))
+    model.gate.clear()
+    try:
+        with pytest.raises(RuntimeError, match="did not finish a forward pass within 0.5 s"):
+            asyncio.run(runner.probe(deadline_s=0.5))
+    finally:
+        model.gate.set()
+    asyncio.run(runner.probe(deadline_s=5))  # unstuck, it answers again
 
 
 def test_torchscript_model_is_served_by_configuration(tmp_path):
@@ -149,7 +188,6 @@ def test_torchscript_model_is_served_by_configuration(tmp_path):
     blue[..., 2] = 255
     (top,) = asyncio.run(runner.top_classes(blue, 2))
     assert spec.labels[top.class_ids[0]] == "blue"
-    runner.close()
 
 
 def test_torchscript_missing_file_names_the_variable(tmp_path):

@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from common.errors import ImageTooLarge, UndecodableImage
 from deployments.inference.spec import InputGeometry
 from deployments.preprocessing import BACKGROUND_RGB, ImageDecoder
-from serve_app.errors import ImageTooLarge, UndecodableImage
-from tests.images import encode, photo_bytes
+from loadtests.payloads import encode, photo_bytes
 
 GEOMETRY = InputGeometry(size=224, crop_fraction=0.875)
 
@@ -143,8 +143,8 @@ def test_health_self_test_image_decodes():
 def test_decode_past_its_budget_times_out_and_the_decoder_stays_usable():
     import asyncio
 
+    from common.errors import DecodeTimeout
     from deployments.preprocessing import BudgetedDecoder
-    from serve_app.errors import DecodeTimeout
 
     slow = encode(Image.new("L", (5000, 5000), 128), "PNG")  # ~0.25 s of inflating here
     quick = encode(Image.new("RGB", (40, 30), (5, 6, 7)), "PNG")

@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from serve_app.settings import ENVIRONMENT, Settings, SettingsError
+from common.settings import ENVIRONMENT, Settings, SettingsError
 
 
 def test_defaults_when_environment_is_empty():
@@ -68,7 +68,7 @@ def test_torchscript_model_needs_its_files():
 def test_check_command_exits_2_with_the_message(tmp_path):
     env = {"MODEL_CACHE_SIZE": "banana", "PATH": ""}
     result = subprocess.run(
-        [sys.executable, "-m", "serve_app.settings"], env=env, capture_output=True, text=True, cwd=tmp_path
+        [sys.executable, "-m", "common.settings"], env=env, capture_output=True, text=True, cwd=tmp_path
     )
     assert result.returncode == 2
     assert "MODEL_CACHE_SIZE='banana'" in result.stderr
@@ -77,7 +77,7 @@ def test_check_command_exits_2_with_the_message(tmp_path):
 def test_check_command_prints_effective_values(tmp_path):
     env = {"MODEL_CACHE_SIZE": "256", "PATH": ""}
     result = subprocess.run(
-        [sys.executable, "-m", "serve_app.settings"], env=env, capture_output=True, text=True, cwd=tmp_path
+        [sys.executable, "-m", "common.settings"], env=env, capture_output=True, text=True, cwd=tmp_path
     )
     assert result.returncode == 0
     line = next(l for l in result.stdout.splitlines() if l.startswith("MODEL_CACHE_SIZE"))

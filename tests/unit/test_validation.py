@@ -3,9 +3,17 @@ import hashlib
 import pytest
 from PIL import Image
 
+from common.errors import (
+    EmptyBody,
+    ImageTooLarge,
+    InvalidImageDimensions,
+    PayloadTooLarge,
+    UndecodableImage,
+    UnsupportedMediaType,
+)
 from deployments.validation import ImageValidator
-from serve_app.errors import EmptyBody, PayloadTooLarge, UnsupportedMediaType
-from tests.images import encode, riff
+from loadtests.payloads import encode
+from tests.images import riff
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -104,8 +112,6 @@ def test_declared_dimensions_of_webp_with_alpha_and_jpeg_with_exif():
 
 
 def test_limits_are_checked_on_declared_dimensions():
-    from serve_app.errors import ImageTooLarge, InvalidImageDimensions
-
     validator = ImageValidator(max_upload_bytes=1 << 20, max_image_side=100, max_image_pixels=5000)
     assert validator.validate(encode(Image.new("RGB", (100, 50)), "PNG")).width == 100
     with pytest.raises(ImageTooLarge):
@@ -122,7 +128,7 @@ def test_webp_needs_a_vp8_chunk_and_a_consistent_riff_size():
     validator = ImageValidator()
     assert validator.validate(webp).format == "webp"
     assert validator.validate_magic_bytes(riff(b"WEBP", b"JUNK" + b"\x00" * 8)) == (False, None)
-    with pytest.raises(UnsupportedMediaType, match="RIFF header declares"):
+    with pytest.raises(UndecodableImage, match="RIFF header declares"):
         validator.validate(webp + b"\x00\x00")
-    with pytest.raises(UnsupportedMediaType, match="RIFF header declares"):
+    with pytest.raises(UndecodableImage, match="RIFF header declares"):
         validator.validate(webp[:-2])

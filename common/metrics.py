@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 from ray.serve.metrics import Counter, Gauge, Histogram
 
-from deployments.inference.cache import CacheStats
+from common.contracts import CacheStats
 
 # 1 ms to 10 s, roughly logarithmic: enough resolution for P50/P95/P99 at every stage.
 LATENCY_BUCKETS_MS = [1, 2, 5, 10, 20, 35, 50, 75, 100, 150, 200, 300, 500, 750, 1000, 2000, 5000, 10000]
@@ -76,16 +76,13 @@ class CacheMetrics:
         self._evictions = Counter("image_cache_evictions", description="Model cache evictions, per replica.")
         self._size = Gauge("image_cache_size", description="Entries in the model cache, per replica.")
         self._capacity = Gauge("image_cache_capacity", description="Model cache capacity, per replica.")
-        self._published = CacheStats(enabled=False, capacity=0, size=0, hits=0, misses=0, evictions=0)
+        self._published = (0, 0, 0)
 
     def publish(self, stats: CacheStats) -> None:
-        for counter, now, before in (
-            (self._hits, stats.hits, self._published.hits),
-            (self._misses, stats.misses, self._published.misses),
-            (self._evictions, stats.evictions, self._published.evictions),
-        ):
+        counts = (stats.hits, stats.misses, stats.evictions)
+        for counter, now, before in zip((self._hits, self._misses, self._evictions), counts, self._published):
             if now > before:
                 counter.inc(now - before)
         self._size.set(stats.size)
         self._capacity.set(stats.capacity if stats.enabled else 0)
-        self._published = stats
+        self._published = counts

@@ -192,7 +192,7 @@ def get_settings() -> Settings:
 
 
 def main() -> int:
-    """``python -m serve_app.settings``: print the effective settings, or why they are invalid."""
+    """``python -m common.settings``: print the effective settings, or why they are invalid."""
     try:
         settings = Settings.from_env()
     except SettingsError as exc:

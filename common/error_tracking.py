@@ -1,4 +1,5 @@
-"""Sentry error tracking: unexpected exceptions, tagged with the request ID; never client errors.
+"""Sentry error tracking: unexpected exceptions, tagged with the request ID; never client errors,
+overload or recovery.
 
 Off unless ``SENTRY_DSN`` is set. Sentry's default integrations stay off, so nothing is sent
 behind our back (its logging integration would turn every error log line into a second event).
@@ -12,8 +13,8 @@ from collections.abc import Callable
 
 import sentry_sdk
 
-from serve_app.errors import ServiceError
-from serve_app.settings import Settings
+from common.errors import ClientError, Unavailable
+from common.settings import Settings
 
 
 def init_error_tracking(settings: Settings, **options) -> bool:
@@ -31,8 +32,8 @@ def init_error_tracking(settings: Settings, **options) -> bool:
 
 
 def is_unexpected(exc: BaseException) -> bool:
-    """Client errors (any typed 4xx) are expected; everything else is a fault worth reporting."""
-    return not (isinstance(exc, ServiceError) and exc.status_code < 500)
+    """A client's mistake or a load spike is expected; everything else is a fault worth reporting."""
+    return not isinstance(exc, (ClientError, Unavailable))
 
 
 def report(exc: BaseException, request_id: str | None) -> None:

@@ -1,0 +1,87 @@
+"""Middleware for Serve's HTTP proxy: what reaches the service, and what leaves it, at the edge.
+
+Serve loads :func:`middlewares` in its proxy (and in ingress replicas that serve HTTP directly)
+through ``RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH``, which ``serve_config.yaml`` sets under
+``controller_options``. Two jobs no deployment can do, since the proxy acts before the ingress:
+
+* drop the client's ``X-Request-Timeout-Seconds`` (and ``X-Request-Disconnect-Disabled``), with
+  which a client could lengthen or switch off the server's ``request_timeout_s``;
+* give the responses Serve writes itself (408 on its timeout, 503 or 429 on backpressure, as text)
+  the service's JSON error body with the request ID.
+"""
+
+from __future__ import annotations
+
+import json
+
+from starlette.middleware import Middleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from common.errors import RequestTimeout, ServiceError, Unavailable
+from serve_app.http_errors import error_body
+
+CLIENT_CONTROL_HEADERS = frozenset({b"x-request-timeout-seconds", b"x-request-disconnect-disabled"})
+# What Serve's own plain-text error responses mean.
+SERVE_STATUS_ERRORS: dict[int, type[ServiceError]] = {408: RequestTimeout, 429: Unavailable, 503: Unavailable}
+SERVE_MESSAGES = {
+    RequestTimeout: "the request did not complete within the server's time limit",
+    Unavailable: "the service is at capacity; retry shortly",
+}
+
+
+class IgnoreClientTimeoutHeaders:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            headers = [(k, v) for k, v in scope["headers"] if k.lower() not in CLIENT_CONTROL_HEADERS]
+            scope = {**scope, "headers": headers}
+        await self.app(scope, receive, send)
+
+
+class JsonServeErrors:
+    """Rewrites Serve's text/plain 408/429/503 into the JSON error body; the ingress's own
+    responses are JSON already and pass through untouched."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        held: Message | None = None
+
+        async def rewriting_send(message: Message) -> None:
+            nonlocal held
+            if message["type"] == "http.response.start" and _is_serve_error(message):
+                held = message  # Serve sends its error body in one message, right after this
+                return
+            if message["type"] == "http.response.body" and held is not None:
+                start, held = held, None
+                await _send_json_error(start, send)
+                return
+            await send(message)
+
+        await self.app(scope, receive, rewriting_send)
+
+
+def _is_serve_error(start: Message) -> bool:
+    content_type = dict((k.lower(), v) for k, v in start.get("headers", [])).get(b"content-type", b"")
+    return start["status"] in SERVE_STATUS_ERRORS and content_type.startswith(b"text/plain")
+
+
+async def _send_json_error(start: Message, send: Send) -> None:
+    headers = [(k, v) for k, v in start.get("headers", []) if k.lower() not in (b"content-type", b"content-length")]
+    request_id = next((v.decode("latin-1") for k, v in headers if k.lower() == b"x-request-id"), "")
+    error_type = SERVE_STATUS_ERRORS[start["status"]]
+    body = json.dumps(error_body(error_type(SERVE_MESSAGES[error_type]), request_id)).encode()
+    headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({**start, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def middlewares() -> list[Middleware]:
+    # Serve wraps these outside its own request-ID middleware, the last one outermost.
+    return [Middleware(JsonServeErrors), Middleware(IgnoreClientTimeoutHeaders)]

@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 _TRUE_WORDS = frozenset({"true", "1", "yes"})
@@ -73,6 +74,12 @@ def _optional_text(name: str, raw: str) -> str | None:
     return raw.strip() or None
 
 
+def _path(name: str, raw: str) -> Path:
+    if not raw.strip():
+        raise SettingsError(f"{name} is empty; give a directory path")
+    return Path(raw.strip()).expanduser()
+
+
 @dataclass(frozen=True)
 class _Var:
     """How one environment variable maps to a settings field."""
@@ -129,9 +136,23 @@ ENVIRONMENT: dict[str, _Var] = {
         "MODEL_DEVICE", "cpu", _choice_parser(("cpu", "cuda")),
         "Where each model replica runs its forward pass; cuda needs a GPU build of torch.",
     ),
-    "torch_num_threads": _Var(
-        "TORCH_NUM_THREADS", "1", _int_parser(1),
-        "Torch intra-op threads per model replica.",
+    "model_runtime": _Var(
+        "MODEL_RUNTIME", "auto", _choice_parser(("auto", "openvino", "torch")),
+        "What runs the forward pass: openvino (compiled from the torch weights at start-up), torch "
+        "(eager), or auto: openvino on cpu, torch on cuda.",
+    ),
+    "model_precision": _Var(
+        "MODEL_PRECISION", "f32", _choice_parser(("f32", "bf16")),
+        "f32, or bf16 (openvino only, opt-in: faster on CPUs with bf16 units, answers move; "
+        "see docs/performance.md).",
+    ),
+    "compiled_model_dir": _Var(
+        "COMPILED_MODEL_DIR", "~/.cache/image-classification-service/compiled-models", _path,
+        "Where converted models are kept, keyed by the weights' hash, so later starts skip the conversion.",
+    ),
+    "model_num_threads": _Var(
+        "MODEL_NUM_THREADS", "1", _int_parser(1),
+        "Threads for each model replica's forward pass.",
     ),
     "sentry_dsn": _Var(
         "SENTRY_DSN", "", _optional_text,
@@ -161,7 +182,10 @@ class Settings:
     torchscript_labels_path: str | None
     torchscript_input_size: int
     model_device: str
-    torch_num_threads: int
+    model_runtime: str
+    model_precision: str
+    compiled_model_dir: Path
+    model_num_threads: int
     sentry_dsn: str | None
     sentry_environment: str | None
     readiness_timeout_s: float
@@ -175,6 +199,7 @@ class Settings:
         }
         settings = cls(**values)
         settings._check_model_choice()
+        settings._check_runtime_choice()
         return settings
 
     def _check_model_choice(self) -> None:
@@ -183,6 +208,20 @@ class Settings:
                 if getattr(self, field) is None:
                     env = ENVIRONMENT[field].env
                     raise SettingsError(f"{env} must be set when MODEL_NAME=torchscript")
+
+
+    @property
+    def runtime(self) -> str:
+        """The runtime in force: ``auto`` resolved for the device."""
+        if self.model_runtime == "auto":
+            return "torch" if self.model_device == "cuda" else "openvino"
+        return self.model_runtime
+
+    def _check_runtime_choice(self) -> None:
+        if self.model_device == "cuda" and self.runtime != "torch":
+            raise SettingsError("MODEL_RUNTIME=openvino runs on the CPU; with MODEL_DEVICE=cuda use torch or auto")
+        if self.model_precision == "bf16" and self.runtime != "openvino":
+            raise SettingsError(f"MODEL_PRECISION=bf16 needs the openvino runtime, not {self.runtime}")
 
 
 @functools.cache

@@ -1,17 +1,20 @@
 """Side-by-side benchmark on this machine, one after the other in one run:
 
-1. the raw model forward pass, batch 1 (the ceiling);
-2. the one-process server (loadtests/one_process_server.py), what the graph replaces;
-3. the Ray Serve graph, cache off, distinct images;
-4. the one-process server again, to bracket the graph (this machine is noisy);
+1. the raw forward pass, batch 1, on torch eager and on OpenVINO (the ceilings);
+2. the one-process server (loadtests/one_process_server.py), what the graph replaces: with torch
+   eager (what a user of the old backend runs today), then with OpenVINO (the graph's runtime);
+3. the Ray Serve graph, cache off, distinct images, with the CPU it used per request;
+4. the one-process server again, OpenVINO then torch, to bracket the graph (this machine is noisy);
 5. the Ray Serve graph with the cache on, at 50% and 90% repeated images, and single-connection
    latency of cache misses and hits.
 
-    python -m loadtests.bench [--duration 20] [--connections 8] [--out docs/performance]
+    python -m loadtests.bench [--runs 3] [--duration 20] [--connections 8] [--out docs/performance]
 
 Each HTTP measurement is a closed loop of N connections posting distinct 640x480 JPEGs (about
-100 KB) for --duration seconds after a warm-up, against 127.0.0.1 only. Needs ports 8000 and 8100
-free and no other Ray instance. Writes OUT.json and OUT.png and prints the table and ratios.
+100 KB) for --duration seconds after a warm-up, against 127.0.0.1 only. With --runs N the whole
+sequence repeats N times and the ratios are reported per run and as their median. Needs ports
+8000 and 8100 free and no other Ray instance. Writes OUT.json and OUT.png (the last run) and
+prints the table and ratios.
 """
 
 from __future__ import annotations
@@ -26,12 +29,17 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
+from importlib.metadata import version
 from pathlib import Path
 
 import aiohttp
+import numpy as np
 import requests
-import torch
 
+from common.settings import Settings
+from deployments.inference.runtimes import load_runtime
+from deployments.inference.spec import model_spec_from_settings
+from loadtests.cpu import cpu_seconds_by_process, cpu_used
 from loadtests.payloads import distinct_photos, make_unique
 from loadtests.service import BASE_URL, ROOT, interrupt_and_wait, running_service
 from loadtests.stats import percentile
@@ -84,27 +92,24 @@ async def closed_loop(url: str, connections: int, duration_s: float, warmup_s: f
     )
 
 
-def forward_ceiling(threads: int, seconds: float = 10) -> float:
-    """Forward passes per second, batch 1, on the thread that loaded the model."""
-    from common.settings import Settings
-    from deployments.inference.spec import model_spec_from_settings
-
-    torch.set_num_threads(threads)
-    model = model_spec_from_settings(Settings.from_env({})).load()
-    batch = torch.randn(1, 3, 224, 224)
-    with torch.inference_mode():
-        for _ in range(5):
-            model(batch)
-        count, start = 0, time.monotonic()
-        while time.monotonic() - start < seconds:
-            model(batch)
-            count += 1
+def forward_ceiling(runtime: str, seconds: float = 10) -> float:
+    """Forward passes per second, batch 1, one thread, on the thread that built the runtime."""
+    settings = Settings.from_env({})
+    spec = model_spec_from_settings(settings)
+    model = load_runtime(spec, runtime, "f32", "cpu", 1, settings.compiled_model_dir)
+    batch = np.zeros((1, spec.geometry.size, spec.geometry.size, 3), np.uint8)
+    for _ in range(5):
+        model.forward(batch)
+    count, start = 0, time.monotonic()
+    while time.monotonic() - start < seconds:
+        model.forward(batch)
+        count += 1
     return count / (time.monotonic() - start)
 
 
-def run_one_process(measure) -> list[Measurement]:
+def run_one_process(runtime: str, measure) -> list[Measurement]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "loadtests.one_process_server", "--port", "8100"], cwd=ROOT,
+        [sys.executable, "-m", "loadtests.one_process_server", "--port", "8100", "--runtime", runtime], cwd=ROOT,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
@@ -143,13 +148,7 @@ def draw(results: list[Measurement], path: Path) -> None:
     plt.close(fig)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=float, default=20)
-    parser.add_argument("--warmup", type=float, default=4)
-    parser.add_argument("--connections", type=int, default=8)
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "performance")
-    args = parser.parse_args()
+def one_run(args: argparse.Namespace) -> dict:
     c = args.connections
 
     def measure(url: str, connections: int, label: str, repeat_share: float = 0.0) -> Measurement:
@@ -157,15 +156,19 @@ def main() -> None:
         print(json.dumps(asdict(result)), flush=True)
         return result
 
-    ceiling = {threads: forward_ceiling(threads) for threads in (1, 2)}
-    print(f"forward passes/s, batch 1: {ceiling}", flush=True)
+    ceiling = {runtime: forward_ceiling(runtime) for runtime in ("torch", "openvino")}
+    print(f"forward passes/s, batch 1, 1 thread: {ceiling}", flush=True)
     results: list[Measurement] = []
-    results += run_one_process(lambda url: [measure(url, 1, "one-process, 1 conn"),
-                                            measure(url, c, f"one-process, {c} conn")])
+    for runtime in ("torch", "openvino"):
+        results += run_one_process(runtime, lambda url: [measure(url, 1, f"one-process {runtime}, 1 conn"),
+                                                         measure(url, c, f"one-process {runtime}, {c} conn")])
     with running_service({"ENABLE_MODEL_CACHE": "false"}):
-        results += [measure(BASE_URL, 1, "graph, cache off, 1 conn"),
-                    measure(BASE_URL, c, f"graph, cache off, {c} conn")]
-    results += run_one_process(lambda url: [measure(url, c, f"one-process again, {c} conn")])
+        results.append(measure(BASE_URL, 1, "graph, cache off, 1 conn"))
+        before = cpu_seconds_by_process()
+        results.append(measure(BASE_URL, c, f"graph, cache off, {c} conn"))
+        used = cpu_used(before, cpu_seconds_by_process(), {os.getpid()})
+    for runtime in ("openvino", "torch"):
+        results += run_one_process(runtime, lambda url: [measure(url, c, f"one-process {runtime} again, {c} conn")])
     with running_service():
         results += [measure(BASE_URL, c, f"graph, 50% repeats, {c} conn", 0.5),
                     measure(BASE_URL, c, f"graph, 90% repeats, {c} conn", 0.9),
@@ -173,33 +176,71 @@ def main() -> None:
                     measure(BASE_URL, 1, "graph, cache hit, 1 conn", 1.0)]
 
     by_label = {r.label: r for r in results}
-    one_process_rps = statistics.mean([by_label[f"one-process, {c} conn"].rps, by_label[f"one-process again, {c} conn"].rps])
     graph = by_label[f"graph, cache off, {c} conn"]
+    # The requests of the whole graph measurement, warm-up included, over the CPU used meanwhile.
+    graph_requests = graph.requests * (args.duration + args.warmup) / args.duration
+
+    def one_process_rps(runtime: str) -> float:
+        return statistics.mean([by_label[f"one-process {runtime}, {c} conn"].rps,
+                                by_label[f"one-process {runtime} again, {c} conn"].rps])
+
     ratios = {
-        "graph_vs_one_process_throughput": graph.rps / one_process_rps,
-        "graph_minus_one_process_p50_ms_1conn": by_label["graph, cache off, 1 conn"].p50_ms
-        - by_label["one-process, 1 conn"].p50_ms,
+        "graph_vs_one_process_torch_throughput": graph.rps / one_process_rps("torch"),
+        "graph_vs_one_process_openvino_throughput": graph.rps / one_process_rps("openvino"),
+        "graph_p50_over_one_process_torch_p50_1conn": by_label["graph, cache off, 1 conn"].p50_ms
+        / by_label["one-process torch, 1 conn"].p50_ms,
+        "graph_minus_one_process_torch_p50_ms_1conn": by_label["graph, cache off, 1 conn"].p50_ms
+        - by_label["one-process torch, 1 conn"].p50_ms,
         "cache_hit_p50_over_miss_p50": by_label["graph, cache hit, 1 conn"].p50_ms
         / by_label["graph, cache miss, 1 conn"].p50_ms,
-        "graph_throughput_over_1_thread_ceiling": graph.rps / ceiling[1],
+        "graph_cpu_ms_per_request": sum(seconds for seconds, _ in used) / graph_requests * 1000,
+        "graph_throughput_over_1_thread_openvino_ceiling": graph.rps / ceiling["openvino"],
         "graph_50pct_repeats_vs_cache_off": by_label[f"graph, 50% repeats, {c} conn"].rps / graph.rps,
         "graph_90pct_repeats_vs_cache_off": by_label[f"graph, 90% repeats, {c} conn"].rps / graph.rps,
     }
+    print(f"\n{'measurement':<38}{'rps':>7}{'p50':>8}{'p95':>8}{'p99':>8}{'errors':>8}")
+    for r in results:
+        print(f"{r.label:<38}{r.rps:>7.1f}{r.p50_ms:>8.1f}{r.p95_ms:>8.1f}{r.p99_ms:>8.1f}{r.errors:>8}")
+    print("\nCPU per request in the graph, by process (load generator excluded):")
+    for seconds, command in used[:8]:
+        print(f"{seconds / graph_requests * 1000:7.1f} ms  {command}")
+    for name, value in ratios.items():
+        print(f"{name:<50}{value:8.2f}")
+    return {"ceiling_forward_per_s": ceiling, "results": [asdict(r) for r in results],
+            "cpu_ms_per_request_by_process": {command: seconds / graph_requests * 1000 for seconds, command in used[:12]},
+            "ratios": ratios}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--duration", type=float, default=20)
+    parser.add_argument("--warmup", type=float, default=4)
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "performance")
+    args = parser.parse_args()
+    runs = []
+    for index in range(args.runs):
+        print(f"\n=== run {index + 1} of {args.runs}", flush=True)
+        runs.append(one_run(args))
+    medians = {name: statistics.median(run["ratios"][name] for run in runs) for name in runs[0]["ratios"]}
     report = {
-        "machine": {"cpus": os.cpu_count(), "torch": torch.__version__},
-        "ceiling_forward_per_s": ceiling,
-        "results": [asdict(r) for r in results],
-        "ratios": ratios,
+        "machine": {"cpus": os.cpu_count(), "cpu": _cpu_model(), "torch": version("torch"),
+                    "openvino": version("openvino"), "ray": version("ray")},
+        "runs": runs,
+        "median_ratios": medians,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(report, indent=2))
-    draw(results, args.out.with_suffix(".png"))
-    print(f"\n{'measurement':<34}{'rps':>7}{'p50':>8}{'p95':>8}{'p99':>8}{'errors':>8}")
-    for r in results:
-        print(f"{r.label:<34}{r.rps:>7.1f}{r.p50_ms:>8.1f}{r.p95_ms:>8.1f}{r.p99_ms:>8.1f}{r.errors:>8}")
-    print(f"\nforward ceiling, batch 1: {ceiling[1]:.1f}/s on 1 thread, {ceiling[2]:.1f}/s on 2")
-    for name, value in ratios.items():
-        print(f"{name:<42}{value:8.2f}")
+    draw([Measurement(**r) for r in runs[-1]["results"]], args.out.with_suffix(".png"))
+    print(f"\nratios over {args.runs} run(s): median [each run]")
+    for name, value in medians.items():
+        print(f"{name:<50}{value:8.2f}  {[round(run['ratios'][name], 2) for run in runs]}")
+
+
+def _cpu_model() -> str:
+    with open("/proc/cpuinfo") as f:
+        return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "unknown")
 
 
 if __name__ == "__main__":

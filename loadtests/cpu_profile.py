@@ -1,10 +1,12 @@
 """CPU time per process and per request while the graph is saturated, from /proc.
 
-    python -m loadtests.cpu_profile [--connections 8] [--duration 20] [ENV=VALUE ...]
+    python -m loadtests.cpu_profile [--connections 8] [--duration 20] [--serve-env KEY=VALUE ...] [ENV=VALUE ...]
 
 Starts `serve run serve_config.yaml` with the cache off (plus any ENV=VALUE given, e.g.
-RAY_SERVE_ENABLE_HA_PROXY=1), drives it with distinct 640x480 JPEGs, and prints the CPU seconds
-each process used, per request. Needs port 8000 free and no other Ray instance.
+LOG_LEVEL=WARNING), drives it with distinct 640x480 JPEGs, and prints the CPU seconds each
+process used, per request (the load generator excluded). --serve-env overrides a variable of the
+config's Serve environment, e.g. RAY_SERVE_THROUGHPUT_OPTIMIZED=0. Needs port 8000 free and no
+other Ray instance.
 """
 
 from __future__ import annotations
@@ -15,44 +17,29 @@ import os
 import time
 
 from loadtests.bench import closed_loop
-from loadtests.service import BASE_URL, running_service
-
-
-def cpu_seconds_by_process() -> dict[str, tuple[str, float]]:
-    ticks = os.sysconf("SC_CLK_TCK")
-    result = {}
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                command = f.read().replace(b"\0", b" ").decode(errors="replace")[:80]
-        except OSError:
-            continue
-        result[pid] = (command, (int(fields[11]) + int(fields[12])) / ticks)
-    return result
+from loadtests.cpu import cpu_seconds_by_process, cpu_used
+from loadtests.service import BASE_URL, running_service, serve_config
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--duration", type=float, default=20)
+    parser.add_argument("--serve-env", action="append", default=[], help="KEY=VALUE for Serve's environment")
     parser.add_argument("env", nargs="*", help="ENV=VALUE for the service")
     args = parser.parse_args()
     env = {"ENABLE_MODEL_CACHE": "false", **dict(item.split("=", 1) for item in args.env)}
-    with running_service(env):
+    config = serve_config(dict(item.split("=", 1) for item in args.serve_env))
+    with running_service(env, config=config):
         asyncio.run(closed_loop(BASE_URL, args.connections, 3, 1, 0.0, "warm-up"))
         before, start = cpu_seconds_by_process(), time.monotonic()
         result = asyncio.run(closed_loop(BASE_URL, args.connections, args.duration, 0, 0.0, "profile"))
         after, wall = cpu_seconds_by_process(), time.monotonic() - start
-    rows = sorted(
-        ((cpu - before[pid][1], command) for pid, (command, cpu) in after.items() if pid in before),
-        reverse=True,
-    )
-    rows = [(used, command) for used, command in rows if used > 0.05]
+    rows = [(used, command) for used, command in cpu_used(before, after, {os.getpid()}) if used > 0.05]
     total = sum(used for used, _ in rows)
     print(f"{result.rps:.1f} rps, P50 {result.p50_ms:.0f} ms, {result.requests} requests")
-    print(f"CPU {total:.1f} s over {wall:.1f} s wall: {total / result.requests * 1000:.0f} ms per request")
+    print(f"CPU {total:.1f} s over {wall:.1f} s wall: {total / result.requests * 1000:.0f} ms per request"
+          " (load generator excluded)")
     for used, command in rows[:20]:
         print(f"{used:7.2f} s {used / result.requests * 1000:6.1f} ms/request  {command}")
 

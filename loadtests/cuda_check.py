@@ -19,6 +19,7 @@ import torch
 
 from common.settings import Settings
 from deployments.inference.runner import ModelRunner
+from deployments.inference.runtimes import TorchRuntime
 from deployments.inference.spec import InputGeometry, model_spec_from_settings
 from deployments.preprocessing import ImageDecoder
 from loadtests.payloads import distinct_photos
@@ -45,7 +46,8 @@ def median_ms(runner: ModelRunner, batch: np.ndarray, repeats: int) -> float:
 def main() -> None:
     spec = model_spec_from_settings(Settings.from_env({}))
     batch = photo_inputs(spec.geometry, 8)
-    runners = {device: ModelRunner(spec, num_threads=1, device=device) for device in ("cpu", "cuda")}
+    runners = {device: ModelRunner(spec, lambda d=device: TorchRuntime(spec, d, num_threads=1))
+               for device in ("cpu", "cuda")}
     tops = {d: asyncio.run(r.top_classes(batch, 5)) for d, r in runners.items()}
     same_top5 = sum(a.class_ids == b.class_ids for a, b in zip(tops["cpu"], tops["cuda"]))
     max_diff = max(abs(x - y) for a, b in zip(tops["cpu"], tops["cuda"]) for x, y in zip(a.scores, b.scores))

@@ -52,3 +52,22 @@ def distinct_photos(count: int, size: tuple[int, int] = (640, 480), salt: bytes 
         make_unique("JPEG", encode(base.rotate(i % 360), "JPEG", **params), salt + i.to_bytes(4, "big"))
         for i in range(count)
     ]
+
+
+# Real photographs that scikit-image ships, so no download is needed; its diagrams, text and
+# synthetic images are left out.
+SKIMAGE_PHOTOS = (
+    "astronaut.png", "brick.png", "camera.png", "cell.png", "chelsea.png", "clock_motion.png", "coffee.png",
+    "coins.png", "grass.png", "gravel.png", "hubble_deep_field.jpg", "ihc.png", "microaneurysms.png", "moon.png",
+    "motorcycle_left.png", "motorcycle_right.png", "retina.jpg", "rocket.jpg",
+)
+
+
+def shipped_photos() -> dict[str, bytes]:
+    """Every real photograph the installed packages ship (scikit-image's and matplotlib's), as
+    their original file bytes, by file name."""
+    import skimage
+
+    folder = Path(skimage.__file__).parent / "data"
+    photos = {name: (folder / name).read_bytes() for name in SKIMAGE_PHOTOS}
+    return {**photos, PHOTO_PATH.name: PHOTO_PATH.read_bytes()}

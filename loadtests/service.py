@@ -7,11 +7,13 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import requests
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE_URL = "http://127.0.0.1:8000"
@@ -45,17 +47,36 @@ def wait_until_ready(base_url: str, process: subprocess.Popen, timeout_s: float,
         time.sleep(0.25)
 
 
+def serve_config(serve_env: dict[str, str] | None = None) -> dict:
+    """serve_config.yaml as shipped, with ``serve_env`` overriding its Serve environment
+    (``controller_options``), e.g. ``{"RAY_SERVE_THROUGHPUT_OPTIMIZED": "0"}`` to measure without."""
+    config = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
+    config["controller_options"]["runtime_env"]["env_vars"].update(serve_env or {})
+    return config
+
+
+def deployment_config(config: dict, name: str) -> dict:
+    (app,) = config["applications"]
+    return next(d for d in app["deployments"] if d["name"] == name)
+
+
 @contextlib.contextmanager
-def running_service(env: dict[str, str] | None = None, timeout_s: float = 180) -> Iterator[float]:
-    """Run `serve run serve_config.yaml` (its own local Ray instance); yield seconds to ready.
+def running_service(env: dict[str, str] | None = None, timeout_s: float = 180,
+                    config: dict | None = None) -> Iterator[float]:
+    """Run `serve run` on serve_config.yaml, or on ``config`` (its own local Ray instance); yield
+    seconds to ready. ``env`` reaches every process.
 
     Needs port 8000 free and no other Ray instance on this machine, which `serve run` would
     otherwise attach to.
     """
+    config_path = ROOT / "serve_config.yaml"
+    if config is not None:
+        config_path = Path(tempfile.mkdtemp(prefix="serve-config-")) / "serve_config.yaml"
+        config_path.write_text(yaml.safe_dump(config))
     serve_cli = Path(sys.executable).parent / "serve"
     start = time.monotonic()
     process = subprocess.Popen(
-        [str(serve_cli), "run", "serve_config.yaml"], cwd=ROOT, env={**os.environ, **(env or {})},
+        [str(serve_cli), "run", str(config_path)], cwd=ROOT, env={**os.environ, **(env or {})},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:

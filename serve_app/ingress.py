@@ -231,7 +231,7 @@ class Ingress:
         if self._settings.enable_model_cache:
             # A hit skips decoding as well as inference.
             prediction = await retry_once_if_replica_died(
-                lambda: self._inference.lookup.remote(validated.sha256, top_k, request_id), request_id
+                lambda: self._model_for(validated).lookup.remote(validated.sha256, top_k, request_id), request_id
             )
         if prediction is None:
             prediction = await retry_once_if_replica_died(
@@ -253,7 +253,12 @@ class Ingress:
         """Chain the two calls without awaiting in between: Serve hands the decoded array from
         the preprocessing replica to the inference replica without a round trip through here."""
         decoded = self._preprocessing.preprocess.remote(data, validated.format, request_id)
-        return self._inference.classify.remote(decoded, validated.sha256, top_k, request_id)
+        return self._model_for(validated).classify.remote(decoded, validated.sha256, top_k, request_id)
+
+    def _model_for(self, validated: ValidatedImage) -> DeploymentHandle:
+        """The Inference handle keyed by the image's hash: with serve_config.yaml's consistent-hash
+        router, the lookup and the classify of one image reach the replica whose cache owns it."""
+        return self._inference.options(session_id=validated.sha256)
 
     @maps_errors
     async def model_info(self, request: Request, request_id: str) -> Response:

@@ -13,6 +13,7 @@ from common.settings import get_settings
 from deployments.inference.cache import PredictionCache
 from deployments.inference.classifier import ImageClassifier
 from deployments.inference.runner import ModelRunner
+from deployments.inference.runtimes import load_runtime
 from deployments.inference.spec import model_spec_from_settings
 
 logger = logging.getLogger("ray.serve")
@@ -28,10 +29,13 @@ class Inference:
         init_error_tracking(settings)
         spec = model_spec_from_settings(settings)
         logger.info(
-            "loading model %s on %s with %d torch thread(s)",
-            spec.identity, settings.model_device, settings.torch_num_threads,
+            "loading model %s: %s %s on %s, %d thread(s)", spec.identity, settings.runtime,
+            settings.model_precision, settings.model_device, settings.model_num_threads,
         )
-        runner = ModelRunner(spec, settings.torch_num_threads, settings.model_device)
+        runner = ModelRunner(spec, lambda: load_runtime(
+            spec, settings.runtime, settings.model_precision, settings.model_device,
+            settings.model_num_threads, settings.compiled_model_dir,
+        ))
         cache = PredictionCache(settings.model_cache_size, enabled=settings.enable_model_cache)
         self._classifier = ImageClassifier(runner, cache)
         self._timer = StageTimer("inference")
@@ -66,7 +70,9 @@ class Inference:
             "version": spec.version,
             "input_size": [spec.geometry.size, spec.geometry.size],
             "num_classes": spec.num_classes,
-            "device": str(self._classifier.runner.device),
+            "device": get_settings().model_device,
+            "runtime": self._classifier.runner.runtime.name,
+            "precision": self._classifier.runner.runtime.precision,
             "cache": {"enabled": cache.enabled, "size": cache.capacity},
         }
 

@@ -1,4 +1,4 @@
-"""Runs a model's forward passes on one dedicated thread: the thread that loaded it.
+"""Runs a model's forward passes on one dedicated thread: the thread that built its runtime.
 
 Torch's OpenMP runtime is markedly slower when a model is called from a thread other than the one
 that loaded it, and concurrent forward passes on a small CPU only fight over cores. One thread per
@@ -8,51 +8,36 @@ replica serialises them; Serve's queue and autoscaling add parallelism across re
 from __future__ import annotations
 
 import asyncio
-import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-import torch
 
 from deployments.inference.cache import TopClasses
+from deployments.inference.runtimes import ModelRuntime
 from deployments.inference.spec import ModelSpec
-
-logger = logging.getLogger("ray.serve")
 
 
 class ModelRunner:
-    def __init__(self, spec: ModelSpec, num_threads: int, device: str = "cpu") -> None:
-        if device == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError("MODEL_DEVICE=cuda but torch sees no CUDA device (CPU-only build?)")
+    def __init__(self, spec: ModelSpec, build_runtime: Callable[[], ModelRuntime]) -> None:
         self.spec = spec
-        self.device = torch.device(device)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-runner")
-        self._mean = torch.tensor(spec.mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
-        self._std = torch.tensor(spec.std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
-        self._model = self._executor.submit(self._load, num_threads).result()
+        self.runtime = self._executor.submit(self._build, build_runtime).result()
 
-    def _load(self, num_threads: int) -> torch.nn.Module:
-        torch.set_num_threads(num_threads)
-        model = self.spec.load().to(self.device)
+    def _build(self, build_runtime: Callable[[], ModelRuntime]) -> ModelRuntime:
+        runtime = build_runtime()
         size = self.spec.geometry.size
         # One warm-up pass so the first request does not pay for lazy initialisation.
-        self._forward(model, np.zeros((1, size, size, 3), dtype=np.uint8))
-        return model
-
-    def _forward(self, model: torch.nn.Module, pixels: np.ndarray) -> torch.Tensor:
-        # A copy: arrays that arrive through Ray are read-only views, which torch cannot wrap.
-        batch = torch.tensor(pixels, device=self.device)
-        batch = batch.permute(0, 3, 1, 2).float()
-        with torch.inference_mode():
-            return torch.softmax(model((batch - self._mean) / self._std), dim=1).cpu()
+        runtime.forward(np.zeros((1, size, size, 3), dtype=np.uint8))
+        return runtime
 
     def _top_classes(self, pixels: np.ndarray, top_k: int) -> list[TopClasses]:
         """Top ``top_k`` classes for each image of a uint8 NHWC batch."""
-        probabilities = self._forward(self._model, pixels)
-        scores, class_ids = torch.topk(probabilities, k=min(top_k, self.spec.num_classes), dim=1)
+        probabilities = self.runtime.forward(pixels)
+        best_first = np.argsort(-probabilities, axis=1, kind="stable")[:, :top_k]
         return [
-            TopClasses(tuple(ids.tolist()), tuple(vals.tolist()))
-            for ids, vals in zip(class_ids, scores)
+            TopClasses(tuple(ids.tolist()), tuple(row[ids].tolist()))
+            for ids, row in zip(best_first, probabilities)
         ]
 
     async def top_classes(self, pixels: np.ndarray, top_k: int) -> list[TopClasses]:

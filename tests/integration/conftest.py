@@ -31,6 +31,8 @@ SERVICE_ENV = {
     "ENABLE_MODEL_CACHE": "true",
     "MAX_UPLOAD_BYTES": str(2 * 1024 * 1024),
 }
+# The cache-disabled copy of the app runs the model on torch, so the graph is tested on both runtimes.
+NO_CACHE_ENV = {"ENABLE_MODEL_CACHE": "false", "MODEL_RUNTIME": "torch"}
 NO_CACHE_PREFIX = "/nocache"
 # Shorter than serve_config.yaml's 30 s, so the timeout tests are quick.
 REQUEST_TIMEOUT_S = 15
@@ -77,7 +79,7 @@ def _test_config(port: int) -> dict:
         **app,
         "name": "image-classifier-nocache",
         "route_prefix": NO_CACHE_PREFIX,
-        "runtime_env": {"env_vars": {"ENABLE_MODEL_CACHE": "false"}},
+        "runtime_env": {"env_vars": NO_CACHE_ENV},
         "deployments": [_tight(d) for d in app["deployments"]],
     }
     config["applications"].append(no_cache)
@@ -89,8 +91,9 @@ def service() -> Service:
     # Short path: Ray's Unix sockets live under it and have a 107-byte limit.
     workdir = Path(tempfile.mkdtemp(prefix="ics-", dir="/tmp"))
     port, metrics_port = _free_port(), _free_port()
-    saved_env = {k: os.environ.get(k) for k in SERVICE_ENV}
-    os.environ.update(SERVICE_ENV)
+    saved_env = {k: os.environ.get(k) for k in [*SERVICE_ENV, "COMPILED_MODEL_DIR"]}
+    # A private conversion cache: the session converts the model itself, and leaves ~/.cache alone.
+    os.environ.update({**SERVICE_ENV, "COMPILED_MODEL_DIR": str(workdir / "compiled-models")})
     ray.init(
         address="local",
         num_cpus=4,  # logical CPUs: room for both apps' replicas on a 2-core machine

@@ -7,7 +7,7 @@ import requests
 
 from loadtests.payloads import photo_bytes, unique_photo_bytes
 from tests.images import PHOTO_PLAUSIBLE_LABELS, riff
-from tests.integration.conftest import NO_CACHE_PREFIX, SERVICE_ENV
+from tests.integration.conftest import NO_CACHE_ENV, NO_CACHE_PREFIX, SERVICE_ENV
 
 pytestmark = pytest.mark.integration
 TIMEOUT = 60
@@ -39,8 +39,10 @@ def test_model_endpoint_reports_model_and_cache_settings_from_the_environment(se
     assert info["input_size"] == [224, 224]
     assert info["num_classes"] == 1000
     assert info["cache"] == {"enabled": True, "size": int(SERVICE_ENV["MODEL_CACHE_SIZE"])}
+    assert (info["runtime"], info["precision"], info["device"]) == ("openvino", "f32", "cpu")
     no_cache = requests.get(service.url(NO_CACHE_PREFIX + "/v1/model"), timeout=TIMEOUT).json()
     assert no_cache["cache"]["enabled"] is False
+    assert no_cache["runtime"] == NO_CACHE_ENV["MODEL_RUNTIME"]
 
 
 def test_model_replica_logs_its_cache_state_at_start_up(service):

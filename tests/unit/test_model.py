@@ -1,5 +1,6 @@
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import io
 import threading
@@ -14,13 +15,14 @@ from deployments.inference.cache import PredictionCache
 from deployments.inference.classifier import ImageClassifier
 from deployments.inference.efficientnet_lite import load_efficientnet_lite0
 from deployments.inference.runner import ModelRunner
+from deployments.inference.runtimes import TorchRuntime, load_runtime
 from deployments.inference.spec import (
     InputGeometry,
     ModelSpec,
     model_spec_from_settings,
 )
 from deployments.preprocessing import ImageDecoder
-from loadtests.payloads import photo_bytes
+from loadtests.payloads import photo_bytes, shipped_photos
 from tests.images import PHOTO_PLAUSIBLE_LABELS
 
 
@@ -29,9 +31,20 @@ def lite0_spec() -> ModelSpec:
     return model_spec_from_settings(Settings.from_env({}))
 
 
+def on_torch(spec: ModelSpec) -> ModelRunner:
+    return ModelRunner(spec, lambda: TorchRuntime(spec, "cpu", num_threads=1))
+
+
 @pytest.fixture(scope="module")
-def classifier(lite0_spec) -> ImageClassifier:
-    return ImageClassifier(ModelRunner(lite0_spec, num_threads=1), PredictionCache(16))
+def compiled_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("compiled-models")
+
+
+@pytest.fixture(scope="module")
+def classifier(lite0_spec, compiled_dir) -> ImageClassifier:
+    """The classifier as served by default: OpenVINO, f32."""
+    runner = ModelRunner(lite0_spec, lambda: load_runtime(lite0_spec, "openvino", "f32", "cpu", 1, compiled_dir))
+    return ImageClassifier(runner, PredictionCache(16))
 
 
 def test_compact_model_matches_reference_implementation(lite0_spec):
@@ -128,7 +141,7 @@ def test_runner_loads_and_runs_on_one_dedicated_thread():
         return model
 
     spec = ModelSpec("tiny", "1", InputGeometry(8, 1.0), (0, 0, 0), (1, 1, 1), ("a", "b", "c"), load)
-    runner = ModelRunner(spec, num_threads=1)
+    runner = on_torch(spec)
 
     async def many():
         batch = np.zeros((1, 8, 8, 3), dtype=np.uint8)
@@ -156,7 +169,7 @@ class _GatedModel(_ThreadRecordingModel):
 def test_health_probe_fails_while_the_model_thread_is_wedged():
     model = _GatedModel()
     spec = ModelSpec("tiny", "1", InputGeometry(8, 1.0), (0, 0, 0), (1, 1, 1), ("a", "b", "c"), lambda: model)
-    runner = ModelRunner(spec, num_threads=1)
+    runner = on_torch(spec)
     asyncio.run(runner.probe(deadline_s=5))
     model.gate.clear()
     try:
@@ -167,7 +180,8 @@ def test_health_probe_fails_while_the_model_thread_is_wedged():
     asyncio.run(runner.probe(deadline_s=5))  # unstuck, it answers again
 
 
-def test_torchscript_model_is_served_by_configuration(tmp_path):
+@pytest.mark.parametrize("runtime", ["openvino", "torch"])
+def test_torchscript_model_is_served_by_configuration(tmp_path, runtime):
     model_path = tmp_path / "tiny-classifier.pt"
     labels_path = tmp_path / "labels.txt"
     labels_path.write_text("red\ngreen\nblue\n")
@@ -183,7 +197,7 @@ def test_torchscript_model_is_served_by_configuration(tmp_path):
     )
     spec = model_spec_from_settings(settings)
     assert (spec.name, spec.labels, spec.geometry.size) == ("tiny-classifier", ("red", "green", "blue"), 32)
-    runner = ModelRunner(spec, num_threads=1)
+    runner = ModelRunner(spec, lambda: load_runtime(spec, runtime, "f32", "cpu", 1, tmp_path / "compiled"))
     blue = np.zeros((1, 32, 32, 3), dtype=np.uint8)
     blue[..., 2] = 255
     (top,) = asyncio.run(runner.top_classes(blue, 2))
@@ -199,3 +213,40 @@ def test_torchscript_missing_file_names_the_variable(tmp_path):
     )
     with pytest.raises(SettingsError, match="TORCHSCRIPT_MODEL_PATH"):
         model_spec_from_settings(settings)
+
+
+def real_photos(geometry: InputGeometry) -> dict[str, np.ndarray]:
+    """The photographs the installed packages ship, preprocessed as the service does."""
+    decoder = ImageDecoder(geometry, max_pixels=40_000_000, max_side=16384)
+    return {name: decoder.decode(data, "png" if name.endswith(".png") else "jpeg").pixels
+            for name, data in shipped_photos().items()}
+
+
+def test_default_runtime_keeps_parity_with_torch_eager(lite0_spec, compiled_dir):
+    """The default runtime must give the same top-5 classes, and probabilities within 1e-3."""
+    settings = Settings.from_env({})
+    assert (settings.runtime, settings.model_precision) == ("openvino", "f32")
+    eager = TorchRuntime(lite0_spec, "cpu", num_threads=1)
+    compiled = load_runtime(lite0_spec, settings.runtime, settings.model_precision, "cpu", 1, compiled_dir)
+    for name, pixels in real_photos(lite0_spec.geometry).items():
+        expected, actual = eager.forward(pixels[np.newaxis])[0], compiled.forward(pixels[np.newaxis])[0]
+        assert list(np.argsort(-actual)[:5]) == list(np.argsort(-expected)[:5]), name
+        assert np.abs(actual - expected).max() <= 1e-3, name
+
+
+def test_a_second_start_loads_the_converted_model_without_converting(lite0_spec, compiled_dir):
+    load_runtime(lite0_spec, "openvino", "f32", "cpu", 1, compiled_dir)  # converted, or already there
+
+    def must_not_be_called():
+        raise AssertionError("the torch model was loaded again")
+
+    warm = load_runtime(dataclasses.replace(lite0_spec, load=must_not_be_called), "openvino", "f32", "cpu", 1,
+                        compiled_dir)
+    assert warm.forward(np.zeros((1, 224, 224, 3), np.uint8)).shape == (1, 1000)
+
+
+def test_new_weights_get_a_conversion_of_their_own(lite0_spec, compiled_dir):
+    load_runtime(lite0_spec, "openvino", "f32", "cpu", 1, compiled_dir)
+    other = dataclasses.replace(lite0_spec, version="000000000000")
+    load_runtime(other, "openvino", "f32", "cpu", 1, compiled_dir)
+    assert len(list(compiled_dir.glob("efficientnet-lite0-openvino-*"))) == 2

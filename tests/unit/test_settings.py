@@ -14,7 +14,26 @@ def test_defaults_when_environment_is_empty():
     assert settings.max_image_side == 16384
     assert settings.max_image_pixels == 40_000_000
     assert settings.model_name == "efficientnet-lite0"
-    assert settings.torch_num_threads == 1
+    assert settings.model_num_threads == 1
+    assert (settings.runtime, settings.model_precision) == ("openvino", "f32")
+
+
+@pytest.mark.parametrize(("env", "runtime"), [
+    ({}, "openvino"), ({"MODEL_DEVICE": "cuda"}, "torch"), ({"MODEL_RUNTIME": "torch"}, "torch"),
+])
+def test_auto_runtime_is_openvino_on_cpu_and_torch_on_cuda(env, runtime):
+    assert Settings.from_env(env).runtime == runtime
+
+
+@pytest.mark.parametrize(("env", "named"), [
+    ({"MODEL_DEVICE": "cuda", "MODEL_RUNTIME": "openvino"}, "MODEL_RUNTIME=openvino"),
+    ({"MODEL_RUNTIME": "torch", "MODEL_PRECISION": "bf16"}, "MODEL_PRECISION=bf16"),
+    ({"MODEL_RUNTIME": "onnx"}, "MODEL_RUNTIME='onnx'"),
+    ({"COMPILED_MODEL_DIR": " "}, "COMPILED_MODEL_DIR"),
+])
+def test_impossible_runtime_choices_fail_naming_the_variable(env, named):
+    with pytest.raises(SettingsError, match=named):
+        Settings.from_env(env)
 
 
 def test_every_field_has_an_environment_variable():
@@ -52,7 +71,7 @@ def test_cache_size_rejects_everything_else_naming_variable_and_value(raw):
 @pytest.mark.parametrize(
     "name,raw",
     [("MAX_UPLOAD_BYTES", "0"), ("MAX_UPLOAD_BYTES", "ten"), ("MAX_IMAGE_SIDE", "-1"),
-     ("MAX_IMAGE_PIXELS", "0"), ("TORCH_NUM_THREADS", "0"), ("READINESS_TIMEOUT_S", "0"),
+     ("MAX_IMAGE_PIXELS", "0"), ("MODEL_NUM_THREADS", "0"), ("READINESS_TIMEOUT_S", "0"),
      ("READINESS_TIMEOUT_S", "soon"), ("MODEL_NAME", "resnet-9000")],
 )
 def test_limits_reject_invalid_values(name, raw):

@@ -1,8 +1,11 @@
 """The messages that pass between the stages of the graph: the graph's interfaces in one place.
 
+    Ingress ──sha256──► Inference.lookup ──Prediction | None──► Ingress    (a hit ends here)
     Ingress ──bytes──► Validation ──ValidatedImage──► Ingress
     Ingress ──bytes, format──► Preprocessing ──DecodedImage──► Inference ──Prediction──► Ingress
-    Ingress ──sha256──► Inference.lookup ──Prediction | None──► Ingress
+
+The ingress hashes the bytes itself: the SHA-256 keys the cache and picks the Inference replica
+that owns it, so a repeated image is answered after one hop, before any validation or decoding.
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ class ValidatedImage:
     """What validation learned about an accepted body, before any decoding."""
 
     format: str  # jpeg, png, gif or webp, by the bytes
-    sha256: str
     num_bytes: int
     width: int  # as the header declares them
     height: int
@@ -30,6 +32,7 @@ class DecodedImage:
     pixels: np.ndarray  # uint8, (size, size, 3)
     width: int  # as displayed, after the EXIF orientation
     height: int
+    format: str
 
 
 @dataclass(frozen=True)
@@ -45,8 +48,10 @@ class Prediction:
     model_version: str
     classes: tuple[ScoredClass, ...]  # best first
     cached: bool
-    width: int  # the image's displayed size, carried so that a cache hit needs no decoding
+    # The image as the service saw it, carried so that a cache hit needs no validation or decoding.
+    width: int
     height: int
+    format: str
 
 
 @dataclass(frozen=True)

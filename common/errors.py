@@ -58,6 +58,23 @@ class MethodNotAllowed(ClientError):
     code = "method_not_allowed"
 
 
+class Unauthorized(ClientError):
+    code = "unauthorized"
+
+
+class RateLimited(ClientError):
+    """The caller's key is over its rate limit; ``retry_after_s`` says when a request would pass."""
+
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    def __reduce__(self):
+        return (type(self), (self.message, self.retry_after_s))
+
+
 class RequestTimeout(ClientError):
     code = "request_timeout"
 

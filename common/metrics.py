@@ -55,6 +55,20 @@ class RejectionCounter:
         self._counter.inc(tags={"status": str(status), "code": code})
 
 
+class RequestCounter:
+    """Requests by API key (its id, never the key) and HTTP status; ``-`` when keys are off."""
+
+    def __init__(self) -> None:
+        self._counter = Counter(
+            "image_requests",
+            description="Requests answered, by API key id and HTTP status.",
+            tag_keys=("key_id", "status"),
+        )
+
+    def count(self, key_id: str, status: int) -> None:
+        self._counter.inc(tags={"key_id": key_id, "status": str(status)})
+
+
 class DecodedSizeHistogram:
     def __init__(self) -> None:
         self._histogram = Histogram(
@@ -76,6 +90,9 @@ class CacheMetrics:
         self._evictions = Counter("image_cache_evictions", description="Model cache evictions, per replica.")
         self._size = Gauge("image_cache_size", description="Entries in the model cache, per replica.")
         self._capacity = Gauge("image_cache_capacity", description="Model cache capacity, per replica.")
+        self._hit_ratio = Gauge(
+            "image_cache_hit_ratio", description="Model cache hits / lookups since the replica started, per replica."
+        )
         self._published = (0, 0, 0)
 
     def publish(self, stats: CacheStats) -> None:
@@ -85,4 +102,6 @@ class CacheMetrics:
                 counter.inc(now - before)
         self._size.set(stats.size)
         self._capacity.set(stats.capacity if stats.enabled else 0)
+        if stats.hits + stats.misses:
+            self._hit_ratio.set(stats.hits / (stats.hits + stats.misses))
         self._published = counts

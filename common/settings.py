@@ -74,6 +74,14 @@ def _optional_text(name: str, raw: str) -> str | None:
     return raw.strip() or None
 
 
+def _optional_float(name: str, raw: str) -> float | None:
+    return _float_parser(0.0)(name, raw) if raw.strip() else None
+
+
+def _optional_int(name: str, raw: str) -> int | None:
+    return _int_parser(1)(name, raw) if raw.strip() else None
+
+
 def _path(name: str, raw: str) -> Path:
     if not raw.strip():
         raise SettingsError(f"{name} is empty; give a directory path")
@@ -103,6 +111,10 @@ ENVIRONMENT: dict[str, _Var] = {
     "max_image_side": _Var(
         "MAX_IMAGE_SIDE", "16384", _int_parser(1),
         "Longest accepted image side, in pixels; longer gets 422.",
+    ),
+    "max_batch_images": _Var(
+        "MAX_BATCH_IMAGES", "8", _int_parser(1),
+        "Most images in one Open Inference Protocol (v2) infer request; more gets 400.",
     ),
     "decode_timeout_s": _Var(
         "DECODE_TIMEOUT_S", "5", _float_parser(0.0),
@@ -162,6 +174,19 @@ ENVIRONMENT: dict[str, _Var] = {
         "SENTRY_ENVIRONMENT", "production", _optional_text,
         "Environment name attached to Sentry events.",
     ),
+    "api_keys_file": _Var(
+        "API_KEYS_FILE", "", _optional_text,
+        "File of '<key_id>:<sha256 of key>' lines; set, every route but health needs 'Authorization: Bearer "
+        "<key>'. Unset, the service is open.",
+    ),
+    "rate_limit_rps": _Var(
+        "RATE_LIMIT_RPS", "", _optional_float,
+        "Requests per second per API key, per ingress replica (token bucket); unset means no limit.",
+    ),
+    "rate_limit_burst": _Var(
+        "RATE_LIMIT_BURST", "", _optional_int,
+        "Requests a key may send at once above the rate; unset, RATE_LIMIT_RPS rounded up (at least 1).",
+    ),
     "readiness_timeout_s": _Var(
         "READINESS_TIMEOUT_S", "5", _float_parser(0.0),
         "How long GET /readyz waits for each deployment before answering 503.",
@@ -174,6 +199,7 @@ class Settings:
     max_upload_bytes: int
     max_image_pixels: int
     max_image_side: int
+    max_batch_images: int
     decode_timeout_s: float
     enable_model_cache: bool
     model_cache_size: int
@@ -188,6 +214,9 @@ class Settings:
     model_num_threads: int
     sentry_dsn: str | None
     sentry_environment: str | None
+    api_keys_file: str | None
+    rate_limit_rps: float | None
+    rate_limit_burst: int | None
     readiness_timeout_s: float
 
     @classmethod
@@ -200,7 +229,12 @@ class Settings:
         settings = cls(**values)
         settings._check_model_choice()
         settings._check_runtime_choice()
+        settings._check_rate_limit()
         return settings
+
+    def _check_rate_limit(self) -> None:
+        if self.rate_limit_burst is not None and self.rate_limit_rps is None:
+            raise SettingsError("RATE_LIMIT_BURST is set but RATE_LIMIT_RPS is not; set both, or neither")
 
     def _check_model_choice(self) -> None:
         if self.model_name == "torchscript":

@@ -80,7 +80,7 @@ class ImageDecoder:
         except Exception as exc:  # Pillow reports corrupt data through many exception types.
             reason = _OBJECT_REPR.sub("", str(exc)).strip() or type(exc).__name__
             raise UndecodableImage(f"{fmt} image could not be decoded: {reason}") from None
-        return DecodedImage(pixels=pixels, width=width, height=height)
+        return DecodedImage(pixels=pixels, width=width, height=height, format=fmt)
 
     def _crop_and_resize(self, image: Image.Image) -> np.ndarray:
         """Centre-crop ``crop_fraction`` of the shorter side and resize it to the model's square."""

@@ -6,7 +6,6 @@ deployment that wraps it.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 
 from ray import serve
@@ -95,10 +94,7 @@ class ImageValidator:
         width, height = declared_dimensions(data, fmt)
         if self.max_image_side is not None and self.max_image_pixels is not None:
             check_dimensions(width, height, self.max_image_side, self.max_image_pixels)
-        return ValidatedImage(
-            format=fmt, sha256=hashlib.sha256(data).hexdigest(), num_bytes=len(data),
-            width=width, height=height,
-        )
+        return ValidatedImage(format=fmt, num_bytes=len(data), width=width, height=height)
 
 
 @serve.deployment(name="Validation")

@@ -1,20 +1,24 @@
 """CPU time per process and per request while the graph is saturated, from /proc.
 
-    python -m loadtests.cpu_profile [--connections 8] [--duration 20] [--serve-env KEY=VALUE ...] [ENV=VALUE ...]
+    python -m loadtests.cpu_profile [--connections 8] [--duration 20] [--serve-env KEY=VALUE ...]
+        [--out docs/cpu_profile.json] [ENV=VALUE ...]
 
 Starts `serve run serve_config.yaml` with the cache off (plus any ENV=VALUE given, e.g.
 LOG_LEVEL=WARNING), drives it with distinct 640x480 JPEGs, and prints the CPU seconds each
 process used, per request (the load generator excluded). --serve-env overrides a variable of the
 config's Serve environment, e.g. RAY_SERVE_THROUGHPUT_OPTIMIZED=0. Needs port 8000 free and no
-other Ray instance.
+other Ray instance. --out saves milliseconds of CPU per request by stage, which
+`python -m loadtests.capacity` reads.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import time
+from pathlib import Path
 
 from loadtests.bench import closed_loop
 from loadtests.cpu import cpu_seconds_by_process, cpu_used
@@ -26,6 +30,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--duration", type=float, default=20)
     parser.add_argument("--serve-env", action="append", default=[], help="KEY=VALUE for Serve's environment")
+    parser.add_argument("--out", type=Path, help="write CPU ms per request by stage as JSON")
     parser.add_argument("env", nargs="*", help="ENV=VALUE for the service")
     args = parser.parse_args()
     env = {"ENABLE_MODEL_CACHE": "false", **dict(item.split("=", 1) for item in args.env)}
@@ -42,6 +47,21 @@ def main() -> None:
           " (load generator excluded)")
     for used, command in rows[:20]:
         print(f"{used:7.2f} s {used / result.requests * 1000:6.1f} ms/request  {command}")
+    if args.out:
+        stages: dict[str, float] = {}
+        for used, command in rows:
+            stage = stage_of(command)
+            stages[stage] = stages.get(stage, 0.0) + used / result.requests * 1000
+        profile = {"rps": result.rps, "connections": args.connections, "cpus": os.cpu_count(),
+                   "cpu_ms_per_request": {k: round(v, 2) for k, v in sorted(stages.items(), key=lambda kv: -kv[1])}}
+        args.out.write_text(json.dumps(profile, indent=2) + "\n")
+
+
+def stage_of(command: str) -> str:
+    """The graph's stage a process belongs to: a deployment, Serve's proxy, or Ray itself."""
+    if "ServeReplica:" in command:
+        return command.split("ServeReplica:", 1)[1].split()[0].rsplit(":", 1)[1]
+    return "Proxy" if "ProxyActor" in command else "Ray (controller, daemons)"
 
 
 if __name__ == "__main__":

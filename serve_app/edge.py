@@ -2,47 +2,57 @@
 
 Serve loads :func:`middlewares` in its proxy (and in ingress replicas that serve HTTP directly)
 through ``RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH``, which ``serve_config.yaml`` sets under
-``controller_options``. Two jobs no deployment can do, since the proxy acts before the ingress:
+``controller_options``. Three jobs no deployment can do, since the proxy acts before the ingress:
 
 * drop the client's ``X-Request-Timeout-Seconds`` (and ``X-Request-Disconnect-Disabled``), with
   which a client could lengthen or switch off the server's ``request_timeout_s``;
 * give the responses Serve writes itself (408 on its timeout, 503 or 429 on backpressure, as text)
-  the service's JSON error body with the request ID.
+  the service's JSON error body with the request ID;
+* answer a JSON 503 with ``Retry-After`` when the ingress replica holding the request died (a node
+  lost, say), where Serve would let its HTTP server answer a bare 500.
 """
 
 from __future__ import annotations
 
 import json
+import uuid
 
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from common.errors import RequestTimeout, ServiceError, Unavailable
-from serve_app.http_errors import error_body
+from serve_app.http_errors import RETRY_AFTER_S, error_body
 
 CLIENT_CONTROL_HEADERS = frozenset({b"x-request-timeout-seconds", b"x-request-disconnect-disabled"})
+REQUEST_ID_HEADER = b"x-request-id"
 # What Serve's own plain-text error responses mean.
 SERVE_STATUS_ERRORS: dict[int, type[ServiceError]] = {408: RequestTimeout, 429: Unavailable, 503: Unavailable}
 SERVE_MESSAGES = {
     RequestTimeout: "the request did not complete within the server's time limit",
     Unavailable: "the service is at capacity; retry shortly",
 }
+LOST_REPLICA = Unavailable("the replica serving this request was lost; retry shortly")
 
 
-class IgnoreClientTimeoutHeaders:
+class EdgeHeaders:
+    """Drops the client's timeout controls, and gives every request an ID before Serve does, so
+    that a response this middleware writes itself carries the same ID as the logs."""
+
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             headers = [(k, v) for k, v in scope["headers"] if k.lower() not in CLIENT_CONTROL_HEADERS]
+            if not any(k.lower() == REQUEST_ID_HEADER for k, _ in headers):
+                headers.append((REQUEST_ID_HEADER, uuid.uuid4().hex.encode()))
             scope = {**scope, "headers": headers}
         await self.app(scope, receive, send)
 
 
 class JsonServeErrors:
-    """Rewrites Serve's text/plain 408/429/503 into the JSON error body; the ingress's own
-    responses are JSON already and pass through untouched."""
+    """Rewrites Serve's text/plain 408/429/503 into the JSON error body, and answers a JSON 503 when
+    no response came at all; the ingress's own responses are JSON already and pass untouched."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -52,19 +62,26 @@ class JsonServeErrors:
             await self.app(scope, receive, send)
             return
         held: Message | None = None
+        started = False
 
         async def rewriting_send(message: Message) -> None:
-            nonlocal held
-            if message["type"] == "http.response.start" and _is_serve_error(message):
-                held = message  # Serve sends its error body in one message, right after this
-                return
+            nonlocal held, started
+            if message["type"] == "http.response.start":
+                started = True
+                if _is_serve_error(message):
+                    held = message  # Serve sends its error body in one message, right after this
+                    return
             if message["type"] == "http.response.body" and held is not None:
                 start, held = held, None
-                await _send_json_error(start, send)
+                error = SERVE_STATUS_ERRORS[start["status"]]
+                await _send_json_error(send, start["status"], error(SERVE_MESSAGES[error]), start.get("headers", []))
                 return
             await send(message)
 
         await self.app(scope, receive, rewriting_send)
+        if not started:
+            await _send_json_error(send, 503, LOST_REPLICA, [(b"retry-after", str(RETRY_AFTER_S).encode())],
+                                   request_id=dict(scope["headers"]).get(REQUEST_ID_HEADER, b""))
 
 
 def _is_serve_error(start: Message) -> bool:
@@ -72,16 +89,19 @@ def _is_serve_error(start: Message) -> bool:
     return start["status"] in SERVE_STATUS_ERRORS and content_type.startswith(b"text/plain")
 
 
-async def _send_json_error(start: Message, send: Send) -> None:
-    headers = [(k, v) for k, v in start.get("headers", []) if k.lower() not in (b"content-type", b"content-length")]
-    request_id = next((v.decode("latin-1") for k, v in headers if k.lower() == b"x-request-id"), "")
-    error_type = SERVE_STATUS_ERRORS[start["status"]]
-    body = json.dumps(error_body(error_type(SERVE_MESSAGES[error_type]), request_id)).encode()
+async def _send_json_error(send: Send, status: int, error: ServiceError, headers: list,
+                           request_id: bytes | None = None) -> None:
+    headers = [(k, v) for k, v in headers if k.lower() not in (b"content-type", b"content-length")]
+    if request_id is None:
+        request_id = next((v for k, v in headers if k.lower() == REQUEST_ID_HEADER), b"")
+    else:
+        headers.append((REQUEST_ID_HEADER, request_id))
+    body = json.dumps(error_body(error, request_id.decode("latin-1"))).encode()
     headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({**start, "headers": headers})
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
 def middlewares() -> list[Middleware]:
     # Serve wraps these outside its own request-ID middleware, the last one outermost.
-    return [Middleware(JsonServeErrors), Middleware(IgnoreClientTimeoutHeaders)]
+    return [Middleware(JsonServeErrors), Middleware(EdgeHeaders)]

@@ -21,14 +21,16 @@ class TopClasses:
 
 @dataclass(frozen=True)
 class CacheEntry:
-    """What a cache hit needs to answer without decoding: the top classes and the image's size."""
+    """What a cache hit needs to answer without decoding: the top classes and the image's size
+    and format."""
 
     top: TopClasses
     width: int
     height: int
+    format: str
 
     def first(self, k: int) -> CacheEntry:
-        return CacheEntry(self.top.first(k), self.width, self.height)
+        return CacheEntry(self.top.first(k), self.width, self.height, self.format)
 
 
 class PredictionCache:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from common.contracts import Prediction, ScoredClass
+from common.contracts import DecodedImage, Prediction, ScoredClass
 from common.errors import InvalidParameter
 from deployments.inference.cache import CacheEntry, PredictionCache
 from deployments.inference.runner import ModelRunner
@@ -33,12 +33,12 @@ class ImageClassifier:
         entry = self.cache.get(self._key(sha256), top_k)
         return None if entry is None else self._prediction(entry.first(top_k), cached=True)
 
-    async def classify(self, pixels: np.ndarray, sha256: str, top_k: int, width: int, height: int) -> Prediction:
+    async def classify(self, decoded: DecodedImage, sha256: str, top_k: int) -> Prediction:
         """Run the model on one preprocessed uint8 HxWx3 image and store the result. Callers ask
         :meth:`cached` first: a hit then skips decoding as well as this."""
         self.check_top_k(top_k)
-        (top,) = await self.runner.top_classes(pixels[np.newaxis], max(top_k, MIN_CACHED_CLASSES))
-        entry = CacheEntry(top, width, height)
+        (top,) = await self.runner.top_classes(decoded.pixels[np.newaxis], max(top_k, MIN_CACHED_CLASSES))
+        entry = CacheEntry(top, decoded.width, decoded.height, decoded.format)
         self.cache.put(self._key(sha256), entry)
         return self._prediction(entry.first(top_k), cached=False)
 
@@ -53,4 +53,5 @@ class ImageClassifier:
             cached=cached,
             width=entry.width,
             height=entry.height,
+            format=entry.format,
         )

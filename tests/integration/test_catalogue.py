@@ -14,7 +14,8 @@ pytestmark = pytest.mark.integration
 # Refusals with no upload in the catalogue: they depend on the route, the query, the multipart
 # framing or the clock, not on the image bytes, and have tests of their own.
 NOT_ABOUT_THE_IMAGE = {errors.NotFound, errors.MethodNotAllowed, errors.RequestTimeout, errors.InvalidParameter,
-                       errors.MalformedMultipart, errors.DecodeTimeout, errors.ClientError}
+                       errors.MalformedMultipart, errors.DecodeTimeout, errors.Unauthorized, errors.RateLimited,
+                       errors.ClientError}
 
 
 def _client_errors(cls=errors.ClientError):

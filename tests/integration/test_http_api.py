@@ -186,7 +186,7 @@ def test_request_id_is_generated_when_absent_and_unique(service):
 
 
 def test_unknown_route_and_wrong_method_get_json_errors(service):
-    assert_error(requests.get(service.url("/v2/nothing"), timeout=TIMEOUT), 404, "not_found")
+    assert_error(requests.get(service.url("/v1/nothing"), timeout=TIMEOUT), 404, "not_found")
     assert_error(requests.get(service.url("/v1/classify"), timeout=TIMEOUT), 405, "method_not_allowed")
 
 

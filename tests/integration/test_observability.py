@@ -10,37 +10,15 @@ import uuid
 
 import pytest
 import requests
-from prometheus_client.parser import text_string_to_metric_families
 
 from loadtests.payloads import unique_photo_bytes
 from tests.images import riff
 from tests.integration.conftest import ROOT, SERVICE_ENV
+from tests.integration.metrics import scrape, total, wait_for
 
 pytestmark = pytest.mark.integration
 APP = "image-classifier"
 DASHBOARDS = sorted((ROOT / "deploy" / "grafana" / "dashboards").glob("*.json"))
-
-
-def scrape(service) -> list:
-    text = requests.get(service.metrics_url, timeout=30).text
-    return [sample for family in text_string_to_metric_families(text) for sample in family.samples]
-
-
-def total(samples, name: str, **labels) -> float:
-    return sum(
-        s.value for s in samples
-        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
-    )
-
-
-def wait_for(condition, timeout_s: float = 90):
-    """Ray's metrics agent publishes every few seconds: poll until ``condition()`` is truthy."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = condition()
-        if result or time.monotonic() > deadline:
-            return result
-        time.sleep(2)
 
 
 def classify(service, data: bytes, **headers) -> requests.Response:
@@ -87,7 +65,9 @@ def test_cache_counts_are_exact(service):
     later = scrape(service)
     assert total(later, "ray_image_cache_hits_total", **inference) - hits0 == 6
     assert total(later, "ray_image_cache_misses_total", **inference) - misses0 == 3
-    assert total(later, "ray_image_cache_capacity", **inference) == int(SERVICE_ENV["MODEL_CACHE_SIZE"])
+    capacities = {s.value for s in later if s.name == "ray_image_cache_capacity"
+                  and all(s.labels.get(k) == v for k, v in inference.items())}
+    assert capacities == {int(SERVICE_ENV["MODEL_CACHE_SIZE"])}, "each replica's capacity"
     assert total(later, "ray_image_cache_size", **inference) >= 3
 
 

@@ -5,7 +5,7 @@ MODEL = "model@1"
 
 def top(n: int, first: int = 0) -> CacheEntry:
     classes = TopClasses(tuple(range(first, first + n)), tuple(1.0 / (i + 1) for i in range(n)))
-    return CacheEntry(classes, width=640, height=480)
+    return CacheEntry(classes, width=640, height=480, format="jpeg")
 
 
 def test_miss_then_hit_counts():

@@ -80,7 +80,7 @@ def decode(data: bytes):
 def classify(classifier: ImageClassifier, data: bytes, top_k: int = 5):
     decoded = decode(data)
     sha256 = hashlib.sha256(data).hexdigest()
-    return asyncio.run(classifier.classify(decoded.pixels, sha256, top_k, decoded.width, decoded.height))
+    return asyncio.run(classifier.classify(decoded, sha256, top_k))
 
 
 def test_real_photo_gets_plausible_labels(classifier):
@@ -99,7 +99,7 @@ def test_classified_image_is_then_answered_from_cache_without_pixels(classifier)
     hit = classifier.cached(sha256, 3)
     assert (first.cached, hit.cached) == (False, True)
     assert hit.classes == first.classes[:3]
-    assert (hit.width, hit.height) == (320, 240)
+    assert (hit.width, hit.height, hit.format) == (320, 240, "jpeg")
     assert classifier.cached(sha256, 10) is None  # stored for 5 classes: more is a miss
 
 

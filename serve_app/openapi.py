@@ -1,0 +1,116 @@
+"""The OpenAPI 3.1 document of every route the ingress serves (``GET /openapi.json``).
+
+Written by hand, next to the route table it describes; ``tests/unit/test_openapi.py`` validates it
+and checks that it names exactly the routes in ``serve_app.ingress.ROUTES``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+ERROR = {"$ref": "#/components/schemas/Error"}
+V2_ERROR = {"$ref": "#/components/schemas/OpenInferenceError"}
+
+
+def _json(schema: dict, description: str) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*statuses: int, schema: dict = ERROR) -> dict:
+    meaning = {400: "The request is malformed.", 404: "No such model, version or route.",
+               405: "Wrong method for the route.", 408: "The request took longer than the server's limit.",
+               413: "The body is larger than MAX_UPLOAD_BYTES.", 415: "Not a JPEG, PNG, GIF or WebP image.",
+               422: "The image does not decode, or is too large in pixels.",
+               503: "Overloaded or not ready; retry after Retry-After seconds."}
+    return {str(status): _json(schema, meaning[status]) for status in statuses}
+
+
+def _operation(summary: str, responses: dict, **extra: Any) -> dict:
+    return {"summary": summary, "responses": responses, **extra}
+
+
+_MODEL_PARAMS = [{"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}]
+_VERSION_PARAMS = [*_MODEL_PARAMS, {"name": "version", "in": "path", "required": True,
+                                    "schema": {"type": "string", "enum": ["1"]}}]
+_HTML = {"description": "An HTML page.", "content": {"text/html": {"schema": {"type": "string"}}}}
+
+
+def _v2_model_paths(prefix: str, parameters: list) -> dict:
+    infer_request = {"$ref": "#/components/schemas/InferRequest"}
+    return {
+        prefix: {"get": _operation("Model metadata", {"200": _json({"type": "object"}, "Model metadata."),
+                                                      **_errors(404, schema=V2_ERROR)}, parameters=parameters)},
+        prefix + "/ready": {"get": _operation(
+            "Model readiness", {"200": _json({"type": "object"}, "The model is ready."),
+                                **_errors(404, 503, schema=V2_ERROR)}, parameters=parameters)},
+        prefix + "/infer": {"post": _operation(
+            "Classify 1 to MAX_BATCH_IMAGES encoded images (Open Inference Protocol, binary or JSON tensors)",
+            {"200": {"description": "FP32 [N, classes] probabilities, or BYTES [N, k] \"p:index:label\" with the "
+                                    "classification extension; JSON, or JSON plus binary tensor data.",
+                     "content": {"application/json": {"schema": {"type": "object"}},
+                                 "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+             **_errors(400, 404, 503, schema=V2_ERROR)},
+            parameters=parameters,
+            requestBody={"required": True, "content": {"application/json": {"schema": infer_request},
+                                                       "application/octet-stream": {"schema": {"type": "string"}}}},
+        )},
+    }
+
+
+def openapi_document(version: str) -> dict:
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Image classification service", "version": version,
+                 "description": "Classify JPEG, PNG, GIF and WebP images with an ImageNet model."},
+        "paths": {
+            "/": {"get": _operation("Upload page for a person", {"200": _HTML})},
+            "/docs": {"get": _operation("This document, rendered for a person", {"200": _HTML})},
+            "/openapi.json": {"get": _operation("This document", {"200": _json({"type": "object"}, "OpenAPI 3.1.")})},
+            "/healthz": {"get": _operation("Liveness", {"200": _json({"type": "object"}, "The ingress runs.")})},
+            "/readyz": {"get": _operation("Readiness of every stage", {
+                "200": _json({"type": "object"}, "Every stage passes its self-test."), **_errors(503)})},
+            "/v1/classify": {"post": _operation(
+                "Classify one image",
+                {"200": _json({"$ref": "#/components/schemas/Classification"}, "The top classes."),
+                 **_errors(400, 408, 413, 415, 422, 503)},
+                parameters=[{"name": "top_k", "in": "query",
+                             "schema": {"type": "integer", "minimum": 1, "default": 5}}],
+                requestBody={"required": True, "content": {
+                    "image/*": {"schema": {"type": "string", "format": "binary"}},
+                    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                    "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
+                        "file": {"type": "string", "format": "binary"}}}},
+                }},
+            )},
+            "/v1/model": {"get": _operation("The model, its runtime and the cache settings", {
+                "200": _json({"type": "object"}, "Model description."), **_errors(503)})},
+            "/v2": {"get": _operation("Server metadata (Open Inference Protocol)", {
+                "200": _json({"type": "object"}, "Name, version and extensions.")})},
+            "/v2/health/live": {"get": _operation("Server liveness", {"200": _json({"type": "object"}, "Live.")})},
+            "/v2/health/ready": {"get": _operation("Server readiness", {
+                "200": _json({"type": "object"}, "Ready."), **_errors(503, schema=V2_ERROR)})},
+            **_v2_model_paths("/v2/models/{model}", _MODEL_PARAMS),
+            **_v2_model_paths("/v2/models/{model}/versions/{version}", _VERSION_PARAMS),
+        },
+        "components": {"schemas": {
+            "Error": {"type": "object", "required": ["error"], "properties": {"error": {
+                "type": "object", "required": ["code", "message", "request_id"],
+                "properties": {"code": {"type": "string"}, "message": {"type": "string"},
+                               "request_id": {"type": "string"}}}}},
+            "OpenInferenceError": {"type": "object", "required": ["error"],
+                                   "properties": {"error": {"type": "string"}}},
+            "Classification": {"type": "object", "properties": {
+                "request_id": {"type": "string"},
+                "model": {"type": "object", "properties": {"name": {"type": "string"}, "version": {"type": "string"}}},
+                "image": {"type": "object", "properties": {
+                    "format": {"type": "string"}, "width": {"type": "integer"}, "height": {"type": "integer"}}},
+                "predictions": {"type": "array", "items": {"type": "object", "properties": {
+                    "class_id": {"type": "integer"}, "label": {"type": "string"}, "score": {"type": "number"}}}},
+                "cached": {"type": "boolean"}}},
+            "InferRequest": {"type": "object", "required": ["inputs"], "properties": {
+                "id": {"type": "string"},
+                "inputs": {"type": "array", "minItems": 1, "maxItems": 1, "items": {"type": "object"}},
+                "outputs": {"type": "array", "items": {"type": "object"}},
+                "parameters": {"type": "object"}}},
+        }},
+    }

@@ -1,0 +1,196 @@
+"""Scale-out: cache affinity across model replicas, a second node lost under load, and the
+autoscaler adding and removing replicas, each against real Ray Serve."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+from ray import serve
+from ray.util.state import list_actors
+
+from deployments.inference.deployment import Inference
+from deployments.preprocessing import Preprocessing
+from deployments.validation import Validation
+from loadtests.payloads import distinct_photos
+from loadtests.service import deployment_config, interrupt_and_wait, serve_config, wait_until_ready
+from serve_app.ingress import Ingress
+from tests.integration.conftest import INFERENCE_REPLICAS, ROOT, free_port
+from tests.integration.metrics import scrape, wait_for
+
+pytestmark = pytest.mark.integration
+APP = "image-classifier"
+
+
+def test_repeats_reach_the_replica_that_cached_them(service):
+    images = distinct_photos(24, size=(160, 120), salt=os.urandom(8))
+
+    def cached(data: bytes) -> bool:
+        response = requests.post(service.url("/v1/classify"), data=data, timeout=60)
+        assert response.status_code == 200, response.text
+        return response.json()["cached"]
+
+    with ThreadPoolExecutor(4) as pool:
+        assert not any(pool.map(cached, images)), "first sends are misses"
+        repeats = list(pool.map(cached, images * 2))
+    assert sum(repeats) >= 0.9 * len(repeats), f"{sum(repeats)} of {len(repeats)} repeats were hits"
+
+    def misses_by_replica() -> dict[str, float]:
+        counts: dict[str, float] = defaultdict(float)
+        for sample in scrape(service):
+            labels = sample.labels
+            if sample.name == "ray_image_cache_misses_total" and labels.get("application") == APP:
+                counts[labels["replica"]] += sample.value
+        return counts if len(counts) >= INFERENCE_REPLICAS else None
+
+    assert wait_for(misses_by_replica), "the images were not spread over both model replicas"
+
+
+class TwoNodeCluster:
+    """tests/integration/two_node_cluster.py in its own process: a head and a worker node."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.process = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("two_node_cluster.py")), str(workdir), str(free_port())],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=(workdir / "cluster.log").open("w"), text=True,
+        )
+        self.addresses = json.loads(self.process.stdout.readline())
+
+    def kill_worker(self) -> None:
+        self.process.stdin.write("kill-worker\n")
+        self.process.stdin.flush()
+        assert json.loads(self.process.stdout.readline()) == {"killed": True}
+
+    def placement(self) -> dict[str, list[str]]:
+        """Which node each live replica runs on, through Ray's state API: {"ServeReplica:…": ["head", …]}."""
+        nodes = {self.addresses["head"]: "head", self.addresses["worker"]: "worker"}
+        placement = defaultdict(list)
+        for actor in list_actors(address=self.addresses["dashboard"], filters=[("state", "=", "ALIVE")], limit=1000):
+            if actor.class_name.startswith("ServeReplica:"):
+                placement[actor.class_name].append(nodes.get(actor.node_id, actor.node_id))
+        return placement
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            interrupt_and_wait(self.process)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _steady_load(url: str, stop: threading.Event, outcomes: list) -> None:
+    images = iter(distinct_photos(3000, size=(96, 72), salt=os.urandom(8)))
+    with requests.Session() as session:
+        while not stop.is_set():
+            start = time.monotonic()
+            try:
+                response = session.post(url + "/v1/classify", data=next(images), timeout=60)
+                answer = (response.status_code, response.headers.get("Retry-After"),
+                          response.json().get("error", {}).get("code"))
+            except (requests.RequestException, ValueError) as exc:
+                answer = (None, None, repr(exc))
+            outcomes.append((start, time.monotonic() - start, answer))
+
+
+def test_replicas_span_two_nodes_and_losing_one_under_load_loses_no_answer(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("two-nodes")
+    # A short path: Ray's Unix sockets live under it and have a 107-byte limit.
+    cluster = TwoNodeCluster(Path(tempfile.mkdtemp(prefix="ics2-", dir="/tmp")))
+    port = free_port()
+    config = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
+    config["http_options"]["port"] = port  # the only change to the shipped config
+    config_path = workdir / "serve_config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    serve_cli = Path(sys.executable).parent / "serve"
+    with (workdir / "serve_run.log").open("w") as log:
+        serve_run = subprocess.Popen([str(serve_cli), "run", "--address", cluster.addresses["gcs_address"],
+                                      str(config_path)], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ready(url, serve_run, 240)
+        before = cluster.placement()
+        assert {node for nodes in before.values() for node in nodes} == {"head", "worker"}, before
+
+        stop, outcomes = threading.Event(), []
+        with ThreadPoolExecutor(2) as pool:
+            for _ in range(2):
+                pool.submit(_steady_load, url, stop, outcomes)
+            time.sleep(3)
+            killed_at = time.monotonic()
+            cluster.kill_worker()
+            deadline = killed_at + 150
+            while time.monotonic() < deadline:
+                recent = [answer for start, _, answer in outcomes[-10:] if start > killed_at + 1]
+                if len(recent) == 10 and all(status == 200 for status, *_ in recent):
+                    break
+                time.sleep(1)
+            recovered_in = time.monotonic() - killed_at
+            stop.set()
+        after = cluster.placement()
+    finally:
+        interrupt_and_wait(serve_run)
+        cluster.close()
+
+    statuses = [answer[0] for _, _, answer in outcomes]
+    slowest = max(seconds for _, seconds, _ in outcomes)
+    print(f"node kill: {len(outcomes)} requests, {statuses.count(200)} answered 200, "
+          f"{statuses.count(503)} 503, others {[a for _, _, a in outcomes if a[0] not in (200, 503)]}; "
+          f"slowest {slowest:.1f} s; back to 10 straight 200s {recovered_in:.1f} s after the kill")
+    assert recovered_in < 150, "the service did not recover on the head node"
+    assert {node for nodes in after.values() for node in nodes} == {"head"}, after
+    assert set(before) == set(after), "every deployment has a replica again"
+    assert all(answer in {(200, None, None)} or answer == (503, "1", "service_unavailable")
+               for _, _, answer in outcomes), [a for _, _, a in outcomes if a[0] != 200]
+    assert slowest < 45, "no request hangs"
+
+
+def test_autoscaler_adds_a_replica_under_load_and_removes_it_when_load_stops(service):
+    shipped = deployment_config(serve_config(), "Inference")["autoscaling_config"]
+    # The shipped config's policy with short delays, so the test takes seconds, not minutes.
+    quick = {**shipped, "max_replicas": 2, "target_ongoing_requests": 1, "upscale_delay_s": 1,
+             "downscale_delay_s": 5, "look_back_period_s": 2}
+    free = {"ray_actor_options": {"num_cpus": 0}}
+    app = Ingress.options(**free).bind(
+        Validation.options(**free).bind(), Preprocessing.options(**free).bind(),
+        Inference.options(autoscaling_config=quick, **free).bind(),
+    )
+    serve.run(app, name="autoscale", route_prefix="/autoscale")
+
+    def running_inference_replicas() -> int:
+        deployment = serve.status().applications["autoscale"].deployments["Inference"]
+        return deployment.replica_states.get("RUNNING", 0)
+
+    try:
+        assert running_inference_replicas() == 1
+        stop, outcomes = threading.Event(), []
+        started = time.monotonic()
+        with ThreadPoolExecutor(6) as pool:
+            for _ in range(6):
+                pool.submit(_steady_load, service.url("/autoscale"), stop, outcomes)
+            scaled_up = wait_for(lambda: running_inference_replicas() >= 2, timeout_s=90)
+            up_in = time.monotonic() - started
+            stop.set()
+        stopped = time.monotonic()
+        scaled_down = wait_for(lambda: running_inference_replicas() == 1, timeout_s=90)
+        down_in = time.monotonic() - stopped
+    finally:
+        serve.delete("autoscale")
+    print(f"\nautoscaling: 1 -> 2 Inference replicas {up_in:.0f} s after load started, "
+          f"back to 1 {down_in:.0f} s after it stopped; {len(outcomes)} requests")
+    assert scaled_up, "no second replica under load"
+    assert scaled_down, "the extra replica stayed after the load stopped"
+    assert all(answer[0] == 200 for _, _, answer in outcomes)

@@ -1,0 +1,69 @@
+"""The middleware Serve runs in its proxy (serve_app/edge.py), driven through Starlette's test
+client around small ASGI apps that answer the way Serve's proxy does."""
+
+from __future__ import annotations
+
+import pytest
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.routing import Route
+from starlette.testclient import TestClient
+
+from serve_app.edge import middlewares
+
+
+def client_for(endpoint) -> TestClient:
+    return TestClient(Starlette(routes=[Route("/", endpoint, methods=["GET", "POST"])], middleware=middlewares()))
+
+
+def echo_timeout_headers(request):
+    return JSONResponse({k: v for k, v in request.headers.items() if k.startswith("x-request")})
+
+
+def test_client_timeout_controls_never_reach_serve_and_every_request_gets_an_id():
+    seen = client_for(echo_timeout_headers).get(
+        "/", headers={"X-Request-Timeout-Seconds": "0", "X-Request-Disconnect-Disabled": "?1"}
+    ).json()
+    assert set(seen) == {"x-request-id"} and len(seen["x-request-id"]) == 32
+
+
+def test_a_client_request_id_is_kept():
+    seen = client_for(echo_timeout_headers).get("/", headers={"X-Request-ID": "mine-1"}).json()
+    assert seen == {"x-request-id": "mine-1"}
+
+
+@pytest.mark.parametrize(("status", "code"), [(408, "request_timeout"), (503, "service_unavailable"),
+                                              (429, "service_unavailable")])
+def test_serve_text_errors_become_the_json_error_body(status, code):
+    def serve_refusal(request):
+        return PlainTextResponse("Request dropped due to backpressure", status_code=status,
+                                 headers={"X-Request-ID": "req-7", "Retry-After": "1"})
+
+    response = client_for(serve_refusal).get("/")
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/json"
+    assert response.headers["retry-after"] == "1"
+    assert response.json()["error"]["code"] == code
+    assert response.json()["error"]["request_id"] == "req-7"
+
+
+def test_the_ingress_own_json_errors_pass_untouched():
+    def ingress_error(request):
+        return JSONResponse({"error": {"code": "service_unavailable", "message": "not ready: inference",
+                                       "request_id": "r"}}, status_code=503)
+
+    assert client_for(ingress_error).get("/").json()["error"]["message"] == "not ready: inference"
+
+
+def test_no_response_at_all_becomes_a_json_503_to_retry():
+    async def lost_replica(scope, receive, send):  # Serve's proxy when the ingress replica died
+        return None
+
+    app = lost_replica
+    for middleware in middlewares():
+        app = middleware.cls(app)
+    response = TestClient(app).get("/", headers={"X-Request-ID": "req-9"})
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+    assert response.json()["error"] == {"code": "service_unavailable", "request_id": "req-9",
+                                        "message": "the replica serving this request was lost; retry shortly"}

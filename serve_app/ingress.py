@@ -1,7 +1,8 @@
-"""The HTTP ingress deployment: routing, reading the body, error mapping and the response.
+"""The HTTP ingress deployment: the routes (``/v1``, the Open Inference Protocol under ``/v2``, the
+upload page and the API document), API keys, reading the body, error mapping and the response.
 
-It never decodes an image; it hands the bytes to the validation, preprocessing and inference
-deployments through their DeploymentHandles.
+It never decodes an image; it hashes the bytes and hands them to the inference, validation and
+preprocessing deployments through their DeploymentHandles.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ running on a silent default.
 from __future__ import annotations
 
 import functools
+import math
 import os
 import sys
 from collections.abc import Callable, Mapping
@@ -53,8 +54,8 @@ def _float_parser(minimum_exclusive: float) -> Callable[[str, str], float]:
             value = float(raw.strip())
         except ValueError:
             raise SettingsError(f"{name}={raw!r} is not a number") from None
-        if not value > minimum_exclusive:
-            raise SettingsError(f"{name}={raw!r} must be a number > {minimum_exclusive}")
+        if not (value > minimum_exclusive and math.isfinite(value)):
+            raise SettingsError(f"{name}={raw!r} must be a finite number > {minimum_exclusive}")
         return value
 
     return parse

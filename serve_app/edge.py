@@ -21,7 +21,7 @@ from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from common.errors import RequestTimeout, ServiceError, Unavailable
-from serve_app.http_errors import RETRY_AFTER_S, error_body
+from serve_app.http_errors import RETRY_AFTER_S, error_body, open_inference_error_body
 
 CLIENT_CONTROL_HEADERS = frozenset({b"x-request-timeout-seconds", b"x-request-disconnect-disabled"})
 REQUEST_ID_HEADER = b"x-request-id"
@@ -74,14 +74,16 @@ class JsonServeErrors:
             if message["type"] == "http.response.body" and held is not None:
                 start, held = held, None
                 error = SERVE_STATUS_ERRORS[start["status"]]
-                await _send_json_error(send, start["status"], error(SERVE_MESSAGES[error]), start.get("headers", []))
+                await _send_json_error(send, start["status"], error(SERVE_MESSAGES[error]), start.get("headers", []),
+                                       open_inference=_is_open_inference(scope))
                 return
             await send(message)
 
         await self.app(scope, receive, rewriting_send)
         if not started:
             await _send_json_error(send, 503, LOST_REPLICA, [(b"retry-after", str(RETRY_AFTER_S).encode())],
-                                   request_id=dict(scope["headers"]).get(REQUEST_ID_HEADER, b""))
+                                   request_id=dict(scope["headers"]).get(REQUEST_ID_HEADER, b""),
+                                   open_inference=_is_open_inference(scope))
 
 
 def _is_serve_error(start: Message) -> bool:
@@ -89,14 +91,22 @@ def _is_serve_error(start: Message) -> bool:
     return start["status"] in SERVE_STATUS_ERRORS and content_type.startswith(b"text/plain")
 
 
+def _is_open_inference(scope: Scope) -> bool:
+    """Under /v2 (after any application's route prefix) the Open Inference Protocol's error body
+    applies: ``{"error": "<message>"}``."""
+    path = scope["path"]
+    return path.endswith("/v2") or "/v2/" in path
+
+
 async def _send_json_error(send: Send, status: int, error: ServiceError, headers: list,
-                           request_id: bytes | None = None) -> None:
+                           request_id: bytes | None = None, open_inference: bool = False) -> None:
     headers = [(k, v) for k, v in headers if k.lower() not in (b"content-type", b"content-length")]
     if request_id is None:
         request_id = next((v for k, v in headers if k.lower() == REQUEST_ID_HEADER), b"")
     else:
         headers.append((REQUEST_ID_HEADER, request_id))
-    body = json.dumps(error_body(error, request_id.decode("latin-1"))).encode()
+    document = open_inference_error_body(error) if open_inference else error_body(error, request_id.decode("latin-1"))
+    body = json.dumps(document).encode()
     headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -65,11 +65,15 @@ def open_inference_status_of(error: errors.ServiceError) -> int:
     return 400
 
 
-def open_inference_error_response(error: errors.ServiceError, request_id: str) -> JSONResponse:
+def open_inference_error_response(error: errors.ServiceError) -> JSONResponse:
     """``{"error": "<message>"}`` with ``Content-Type: application/json`` exactly, which the KServe
     SDK compares; the request ID travels in the X-Request-ID header."""
-    return JSONResponse({"error": error.message}, status_code=open_inference_status_of(error),
+    return JSONResponse(open_inference_error_body(error), status_code=open_inference_status_of(error),
                         headers=headers_for(error))
+
+
+def open_inference_error_body(error: errors.ServiceError) -> dict:
+    return {"error": error.message}
 
 
 def as_service_error(exc: BaseException) -> errors.ServiceError:

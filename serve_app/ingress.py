@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict
@@ -60,6 +61,7 @@ from serve_app.openapi import openapi_document
 logger = logging.getLogger("ray.serve")
 
 DEFAULT_TOP_K = 5
+READINESS_CACHE_S = 1.0
 # Open without an API key: load balancers and orchestrators probe them.
 OPEN_HANDLERS = {"healthz", "readyz", "v2_live", "v2_ready"}
 # (path, method, Ingress method): every route the service answers, described in serve_app/openapi.py.
@@ -211,8 +213,9 @@ def maps_errors(handler: Handler) -> Callable[[object, Request], Awaitable[Respo
         request_id, key_id = request_id_of(request), "-"
         try:
             if needs_key and self._access is not None:
-                key_id = self._access.admit(request.headers.get("authorization"))
+                key_id = self._access.identify(request.headers.get("authorization"))
                 logger.info("request %s: key %s", request_id, key_id)
+                self._access.limit(key_id)
             response = await handler(self, request, request_id)
         except Exception as exc:
             response = self._error_response(triage(exc, request_id), request_id, request)
@@ -253,6 +256,7 @@ class Ingress:
         self._preprocessing = preprocessing
         self._inference = inference
         self._model_description: dict | None = None
+        self._readiness: tuple[float, str | None] = (float("-inf"), None)
 
     def __serve_build_asgi_app__(self) -> Starlette:
         return Starlette(
@@ -275,7 +279,7 @@ class Ingress:
     def _error_response(self, error: ServiceError, request_id: str, request: Request) -> Response:
         if is_open_inference(request):
             self._rejections.count(open_inference_status_of(error), error.code)
-            return open_inference_error_response(error, request_id)
+            return open_inference_error_response(error)
         self._rejections.count(status_of(error), error.code)
         return error_response(error, request_id)
 
@@ -336,7 +340,7 @@ class Ingress:
 
     @maps_errors
     async def model_info(self, request: Request, request_id: str) -> Response:
-        return JSONResponse(await self._inference.describe.remote())
+        return JSONResponse(await self._model())
 
     @maps_errors
     async def healthz(self, request: Request, request_id: str) -> Response:
@@ -348,7 +352,19 @@ class Ingress:
         return JSONResponse({"status": "ready"})
 
     async def _check_ready(self) -> None:
-        """Raise :class:`Unavailable` naming the stages that do not pass their self-test in time."""
+        """Raise :class:`Unavailable` naming the stages that do not pass their self-test in time.
+
+        The answer is kept for READINESS_CACHE_S: the readiness routes need no API key, and each
+        check runs a forward pass, so polling must not take the model's slots from real requests.
+        """
+        checked_at, failure = self._readiness
+        if time.monotonic() - checked_at > READINESS_CACHE_S:
+            failure = await self._stage_failures()
+            self._readiness = (time.monotonic(), failure)
+        if failure:
+            raise Unavailable(failure)
+
+    async def _stage_failures(self) -> str | None:
         stages = {
             "validation": self._validation,
             "preprocessing": self._preprocessing,
@@ -364,8 +380,7 @@ class Ingress:
 
         results = await asyncio.gather(*(stage_ready(h) for h in stages.values()))
         not_ready = [name for name, ok in zip(stages, results) if not ok]
-        if not_ready:
-            raise Unavailable(f"not ready: {', '.join(not_ready)}")
+        return f"not ready: {', '.join(not_ready)}" if not_ready else None
 
     async def _model(self) -> dict:
         """What the model replica reports about itself (``/v1/model``), asked once per ingress."""
@@ -419,8 +434,10 @@ class Ingress:
             batch = self._settings.max_batch_images
             # Room for base64 (4/3) and the JSON around the images.
             body = await read_limited_body(request, self._settings.max_upload_bytes * batch * 4 // 3 + 65536)
-            infer = open_inference.parse_infer_request(body, request.headers.get(open_inference.HEADER_LENGTH), batch)
-            top_k = infer.top_k or model["num_classes"]
+            infer = open_inference.parse_infer_request(
+                body, request.headers.get(open_inference.HEADER_LENGTH), batch, self._settings.max_upload_bytes
+            )
+            top_k = infer.classification or model["num_classes"]
             # One image after another: Serve's consistent-hash router loses a second pending call to
             # the same deployment made concurrently within one request (both carry the request's
             # internal ID), and on a CPU-bound graph concurrency inside a request gains little.

@@ -94,7 +94,12 @@ class AccessControl:
 
     def admit(self, authorization: str | None) -> str:
         """The caller's key_id; raises :class:`Unauthorized` or :class:`RateLimited`."""
-        key_id = self._identify(authorization)
+        key_id = self.identify(authorization)
+        self.limit(key_id)
+        return key_id
+
+    def limit(self, key_id: str) -> None:
+        """Take a token from the key's bucket; raise :class:`RateLimited` when it is empty."""
         if self._rate is not None:
             bucket = self._buckets.get(key_id)
             if bucket is None:
@@ -103,9 +108,9 @@ class AccessControl:
             wait_s = bucket.take()
             if wait_s:
                 raise RateLimited(f"key {key_id!r} is over its rate limit of {self._rate:g} requests/s", wait_s)
-        return key_id
 
-    def _identify(self, authorization: str | None) -> str:
+    def identify(self, authorization: str | None) -> str:
+        """The key_id of the presented key; raises :class:`Unauthorized`."""
         scheme, _, key = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not key.strip():
             raise Unauthorized("send an API key as 'Authorization: Bearer <key>'")

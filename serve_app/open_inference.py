@@ -30,15 +30,23 @@ class InferRequest:
     request_id: str | None
     images: list[bytes]
     binary_output: bool
-    classification: int | None  # Triton's classification extension: top k as "p:index:label"
-
-    @property
-    def top_k(self) -> int | None:
-        """The classes each image needs; None means all of them (the probabilities)."""
-        return self.classification
+    # Triton's classification extension: the top k as "p:index:label"; None means all probabilities.
+    classification: int | None
 
 
-def parse_infer_request(body: bytes, header_length: str | None, max_images: int) -> InferRequest:
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _mapping(value: object, what: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise BadRequest(f"{what} must be a JSON object")
+    return value
+
+
+def parse_infer_request(body: bytes, header_length: str | None, max_images: int, max_image_bytes: int) -> InferRequest:
     """Parse a v2 infer body: JSON alone, or a JSON header of ``header_length`` bytes followed by
     binary tensor data. Raises :class:`BadRequest` with a client-readable message."""
     json_part, binary = _split(body, header_length)
@@ -52,6 +60,9 @@ def parse_infer_request(body: bytes, header_length: str | None, max_images: int)
     if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
         raise BadRequest(f"exactly one input is expected, the encoded images in {INPUT_NAME!r}")
     images = _images(inputs[0], binary, max_images)
+    too_large = [len(image) for image in images if len(image) > max_image_bytes]
+    if too_large:
+        raise BadRequest(f"an image of {too_large[0]} bytes is over the limit of {max_image_bytes} bytes")
     binary_output, classification = _output(request)
     request_id = request.get("id")
     return InferRequest(request_id if isinstance(request_id, str) else None, images, binary_output, classification)
@@ -60,7 +71,7 @@ def parse_infer_request(body: bytes, header_length: str | None, max_images: int)
 def _split(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     if header_length is None:
         return body, b""
-    if not header_length.isdigit() or int(header_length) > len(body):
+    if not (header_length.isascii() and header_length.isdigit()) or int(header_length) > len(body):
         raise BadRequest(f"Inference-Header-Content-Length {header_length!r} does not fit a body of {len(body)} bytes")
     return body[: int(header_length)], body[int(header_length):]
 
@@ -69,13 +80,13 @@ def _images(tensor: dict, binary: bytes, max_images: int) -> list[bytes]:
     if tensor.get("datatype") != "BYTES":
         raise BadRequest(f"input datatype must be BYTES (encoded images), not {tensor.get('datatype')!r}")
     shape = tensor.get("shape")
-    if not (isinstance(shape, list) and shape and all(isinstance(d, int) for d in shape)
+    if not (isinstance(shape, list) and shape and all(_is_int(d) for d in shape)
             and (len(shape) == 1 or shape[1:] == [1])):
         raise BadRequest(f"input shape must be [N] or [N, 1], not {shape!r}")
     count = shape[0]
     if not 1 <= count <= max_images:
         raise BadRequest(f"a request carries 1 to {max_images} images, not {count}")
-    parameters = tensor.get("parameters") or {}
+    parameters = _mapping(tensor.get("parameters"), "input parameters")
     if "binary_data_size" in parameters:
         images = _binary_elements(binary, parameters["binary_data_size"])
     else:
@@ -86,7 +97,7 @@ def _images(tensor: dict, binary: bytes, max_images: int) -> list[bytes]:
 
 
 def _binary_elements(binary: bytes, size: object) -> list[bytes]:
-    if not isinstance(size, int) or size != len(binary):
+    if not _is_int(size) or size != len(binary):
         raise BadRequest(f"binary_data_size {size!r} does not match the {len(binary)} bytes of binary data")
     elements, offset = [], 0
     while offset < len(binary):
@@ -102,8 +113,8 @@ def _binary_elements(binary: bytes, size: object) -> list[bytes]:
 
 
 def _base64_elements(data: object) -> list[bytes]:
-    if isinstance(data, list) and len(data) == 1 and isinstance(data[0], list):
-        data = data[0]  # shape [N, 1] sent nested
+    if isinstance(data, list) and data and all(isinstance(row, list) and len(row) == 1 for row in data):
+        data = [row[0] for row in data]  # shape [N, 1] sent nested, row by row
     if not isinstance(data, list) or not all(isinstance(item, str) for item in data):
         raise BadRequest("input data must be a list of base64 strings, one per image")
     try:
@@ -113,7 +124,7 @@ def _base64_elements(data: object) -> list[bytes]:
 
 
 def _output(request: dict) -> tuple[bool, int | None]:
-    binary = request.get("parameters", {}).get("binary_data_output", False) is True
+    binary = _mapping(request.get("parameters"), "request parameters").get("binary_data_output", False) is True
     outputs = request.get("outputs")
     if outputs is None:
         return binary, None
@@ -121,10 +132,10 @@ def _output(request: dict) -> tuple[bool, int | None]:
         raise BadRequest(f"the one output is {OUTPUT_NAME!r}")
     if outputs[0].get("name") != OUTPUT_NAME:
         raise BadRequest(f"unknown output {outputs[0].get('name')!r}; the one output is {OUTPUT_NAME!r}")
-    parameters = outputs[0].get("parameters") or {}
+    parameters = _mapping(outputs[0].get("parameters"), "output parameters")
     binary = parameters.get("binary_data", binary) is True
     classification = parameters.get("classification")
-    if classification is not None and not (isinstance(classification, int) and classification >= 1):
+    if classification is not None and not (_is_int(classification) and classification >= 1):
         raise BadRequest(f"classification must be a positive integer, not {classification!r}")
     return binary, classification
 

@@ -57,12 +57,32 @@ def _v2_model_paths(prefix: str, parameters: list) -> dict:
     }
 
 
+# Health routes stay open; every other operation needs the API key when API_KEYS_FILE is set.
+_OPEN_PATHS = {"/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"}
+_KEY_ERRORS = {
+    "401": _json(ERROR, "API keys are on and the Bearer key is missing, malformed or unknown."),
+    "429": _json(ERROR, "The key is over its rate limit; retry after Retry-After seconds."),
+}
+
+
+def _with_key_checks(paths: dict) -> dict:
+    """Mark every operation but the health routes as needing the bearer key, with its errors."""
+    for path, operations in paths.items():
+        for operation in operations.values():
+            if path in _OPEN_PATHS:
+                operation["security"] = []
+            else:
+                operation["responses"] = {**operation["responses"], **_KEY_ERRORS}
+    return paths
+
+
 def openapi_document(version: str) -> dict:
     return {
         "openapi": "3.1.0",
         "info": {"title": "Image classification service", "version": version,
                  "description": "Classify JPEG, PNG, GIF and WebP images with an ImageNet model."},
-        "paths": {
+        "security": [{"apiKey": []}],
+        "paths": _with_key_checks({
             "/": {"get": _operation("Upload page for a person", {"200": _HTML})},
             "/docs": {"get": _operation("This document, rendered for a person", {"200": _HTML})},
             "/openapi.json": {"get": _operation("This document", {"200": _json({"type": "object"}, "OpenAPI 3.1.")})},
@@ -91,8 +111,12 @@ def openapi_document(version: str) -> dict:
                 "200": _json({"type": "object"}, "Ready."), **_errors(503, schema=V2_ERROR)})},
             **_v2_model_paths("/v2/models/{model}", _MODEL_PARAMS),
             **_v2_model_paths("/v2/models/{model}/versions/{version}", _VERSION_PARAMS),
-        },
-        "components": {"schemas": {
+        }),
+        "components": {
+            "securitySchemes": {"apiKey": {
+                "type": "http", "scheme": "bearer",
+                "description": "Only when the server sets API_KEYS_FILE; otherwise every route is open."}},
+            "schemas": {
             "Error": {"type": "object", "required": ["error"], "properties": {"error": {
                 "type": "object", "required": ["code", "message", "request_id"],
                 "properties": {"code": {"type": "string"}, "message": {"type": "string"},
@@ -112,5 +136,6 @@ def openapi_document(version: str) -> dict:
                 "inputs": {"type": "array", "minItems": 1, "maxItems": 1, "items": {"type": "object"}},
                 "outputs": {"type": "array", "items": {"type": "object"}},
                 "parameters": {"type": "object"}}},
-        }},
+            },
+        },
     }

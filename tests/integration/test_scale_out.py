@@ -25,7 +25,12 @@ from deployments.inference.deployment import Inference
 from deployments.preprocessing import Preprocessing
 from deployments.validation import Validation
 from loadtests.payloads import distinct_photos
-from loadtests.service import deployment_config, interrupt_and_wait, serve_config, wait_until_ready
+from loadtests.service import (
+    deployment_config,
+    interrupt_and_wait,
+    serve_config,
+    wait_until_ready,
+)
 from serve_app.ingress import Ingress
 from tests.integration.conftest import INFERENCE_REPLICAS, ROOT, free_port
 from tests.integration.metrics import scrape, wait_for
@@ -34,8 +39,14 @@ pytestmark = pytest.mark.integration
 APP = "image-classifier"
 
 
+def _misses_by_replica(service) -> dict[str, float]:
+    return {s.labels["replica"]: s.value for s in scrape(service)
+            if s.name == "ray_image_cache_misses_total" and s.labels.get("application") == APP}
+
+
 def test_repeats_reach_the_replica_that_cached_them(service):
     images = distinct_photos(24, size=(160, 120), salt=os.urandom(8))
+    before = _misses_by_replica(service)
 
     def cached(data: bytes) -> bool:
         response = requests.post(service.url("/v1/classify"), data=data, timeout=60)
@@ -47,15 +58,11 @@ def test_repeats_reach_the_replica_that_cached_them(service):
         repeats = list(pool.map(cached, images * 2))
     assert sum(repeats) >= 0.9 * len(repeats), f"{sum(repeats)} of {len(repeats)} repeats were hits"
 
-    def misses_by_replica() -> dict[str, float]:
-        counts: dict[str, float] = defaultdict(float)
-        for sample in scrape(service):
-            labels = sample.labels
-            if sample.name == "ray_image_cache_misses_total" and labels.get("application") == APP:
-                counts[labels["replica"]] += sample.value
-        return counts if len(counts) >= INFERENCE_REPLICAS else None
+    def replicas_that_took_new_images() -> set[str] | None:
+        took = {replica for replica, misses in _misses_by_replica(service).items() if misses > before.get(replica, 0)}
+        return took if len(took) >= INFERENCE_REPLICAS else None
 
-    assert wait_for(misses_by_replica), "the images were not spread over both model replicas"
+    assert wait_for(replicas_that_took_new_images), "the new images were not spread over both model replicas"
 
 
 class TwoNodeCluster:

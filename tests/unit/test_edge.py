@@ -12,8 +12,16 @@ from starlette.testclient import TestClient
 from serve_app.edge import middlewares
 
 
+def as_serve_wraps(app) -> TestClient:
+    """The middlewares around ``app`` as Serve applies them: each wraps the previous, the last outermost."""
+    for middleware in middlewares():
+        app = middleware.cls(app, *middleware.args, **middleware.kwargs)
+    return TestClient(app)
+
+
 def client_for(endpoint) -> TestClient:
-    return TestClient(Starlette(routes=[Route("/", endpoint, methods=["GET", "POST"])], middleware=middlewares()))
+    return as_serve_wraps(Starlette(routes=[Route("/", endpoint, methods=["GET", "POST"]),
+                                            Route("/v2/models/m/infer", endpoint, methods=["POST"])]))
 
 
 def echo_timeout_headers(request):
@@ -47,6 +55,15 @@ def test_serve_text_errors_become_the_json_error_body(status, code):
     assert response.json()["error"]["request_id"] == "req-7"
 
 
+def test_serve_errors_on_v2_routes_get_the_protocol_body():
+    def serve_refusal(request):
+        return PlainTextResponse("Request dropped due to backpressure", status_code=503)
+
+    response = client_for(serve_refusal).post("/v2/models/m/infer")
+    assert response.status_code == 503
+    assert response.json() == {"error": "the service is at capacity; retry shortly"}
+
+
 def test_the_ingress_own_json_errors_pass_untouched():
     def ingress_error(request):
         return JSONResponse({"error": {"code": "service_unavailable", "message": "not ready: inference",
@@ -59,10 +76,7 @@ def test_no_response_at_all_becomes_a_json_503_to_retry():
     async def lost_replica(scope, receive, send):  # Serve's proxy when the ingress replica died
         return None
 
-    app = lost_replica
-    for middleware in middlewares():
-        app = middleware.cls(app)
-    response = TestClient(app).get("/", headers={"X-Request-ID": "req-9"})
+    response = as_serve_wraps(lost_replica).get("/", headers={"X-Request-ID": "req-9"})
     assert response.status_code == 503
     assert response.headers["retry-after"] == "1"
     assert response.json()["error"] == {"code": "service_unavailable", "request_id": "req-9",

@@ -19,3 +19,12 @@ def test_errors_have_their_schemas():
     assert schemas["Error"]["properties"]["error"]["required"] == ["code", "message", "request_id"]
     infer = OPENAPI["paths"]["/v2/models/{model}/infer"]["post"]["responses"]
     assert infer["400"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/OpenInferenceError"}
+
+
+def test_key_protected_operations_say_so_and_health_stays_open():
+    for path, operations in OPENAPI["paths"].items():
+        for operation in operations.values():
+            if path in ("/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"):
+                assert operation["security"] == [], path
+            else:
+                assert {"401", "429"} <= set(operation["responses"]), path

@@ -21,7 +21,7 @@ from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from common.errors import RequestTimeout, ServiceError, Unavailable
-from serve_app.http_errors import RETRY_AFTER_S, error_body, open_inference_error_body
+from serve_app.http_errors import error_body, headers_for, open_inference_error_body, status_of
 
 CLIENT_CONTROL_HEADERS = frozenset({b"x-request-timeout-seconds", b"x-request-disconnect-disabled"})
 REQUEST_ID_HEADER = b"x-request-id"
@@ -81,7 +81,8 @@ class JsonServeErrors:
 
         await self.app(scope, receive, rewriting_send)
         if not started:
-            await _send_json_error(send, 503, LOST_REPLICA, [(b"retry-after", str(RETRY_AFTER_S).encode())],
+            headers = [(k.lower().encode(), v.encode()) for k, v in (headers_for(LOST_REPLICA) or {}).items()]
+            await _send_json_error(send, status_of(LOST_REPLICA), LOST_REPLICA, headers,
                                    request_id=dict(scope["headers"]).get(REQUEST_ID_HEADER, b""),
                                    open_inference=_is_open_inference(scope))
 

@@ -97,20 +97,19 @@ def _test_config(port: int, keys_file: Path) -> dict:
     config["http_options"]["port"] = port
     config["http_options"]["request_timeout_s"] = REQUEST_TIMEOUT_S
     (app,) = config["applications"]
-    app["deployments"] = [_two_model_replicas(d) for d in app["deployments"]]
+    shipped = app["deployments"]  # each copy below builds new deployment dicts from these
+    app["deployments"] = [_two_model_replicas(d) for d in shipped]
     no_cache = {
         **app,
         "name": "image-classifier-nocache",
         "route_prefix": NO_CACHE_PREFIX,
         "runtime_env": {"env_vars": NO_CACHE_ENV},
-        "deployments": [_tight(d) for d in yaml.safe_load((ROOT / "serve_config.yaml").read_text())
-                        ["applications"][0]["deployments"]],
+        "deployments": [_tight(d) for d in shipped],
     }
-    shipped = yaml.safe_load((ROOT / "serve_config.yaml").read_text())["applications"][0]
     secured = {
-        **shipped, "name": "image-classifier-secured", "route_prefix": SECURED_PREFIX,
+        **app, "name": "image-classifier-secured", "route_prefix": SECURED_PREFIX,
         "runtime_env": {"env_vars": {"API_KEYS_FILE": str(keys_file), **RATE_LIMIT}},
-        "deployments": [_secured(d) for d in shipped["deployments"]],
+        "deployments": [_secured(d) for d in shipped],
     }
     config["applications"] += [no_cache, secured]
     return config

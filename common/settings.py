@@ -167,6 +167,16 @@ ENVIRONMENT: dict[str, _Var] = {
         "MODEL_NUM_THREADS", "1", _int_parser(1),
         "Threads for each model replica's forward pass.",
     ),
+    "model_max_batch_size": _Var(
+        "MODEL_MAX_BATCH_SIZE", "1", _int_parser(1),
+        "Most concurrent requests one forward pass takes together (Serve's @serve.batch); 1 runs each "
+        "alone. Pays on a GPU, not on a small CPU (docs/performance.md). Give Inference's "
+        "max_ongoing_requests twice this: the batch in flight holds its slots, and the next batch forms in the others.",
+    ),
+    "model_batch_wait_ms": _Var(
+        "MODEL_BATCH_WAIT_MS", "5", _int_parser(0),
+        "With MODEL_MAX_BATCH_SIZE above 1: how long a forward pass waits for more requests to join.",
+    ),
     "sentry_dsn": _Var(
         "SENTRY_DSN", "", _optional_text,
         "Report unexpected errors (never 4xx) to this Sentry DSN; unset sends nothing.",
@@ -213,6 +223,8 @@ class Settings:
     model_precision: str
     compiled_model_dir: Path
     model_num_threads: int
+    model_max_batch_size: int
+    model_batch_wait_ms: int
     sentry_dsn: str | None
     sentry_environment: str | None
     api_keys_file: str | None

@@ -9,6 +9,11 @@
    latency of cache misses and hits.
 
     python -m loadtests.bench [--runs 3] [--duration 20] [--connections 8] [--out docs/performance]
+        [--serve-env KEY=VALUE ...] [--device cuda] [--batch N]
+
+--device cuda runs every model on torch on the GPU (the Inference replica asks Ray for it), so the
+one-process server is measured on torch only. --batch N adds the graph, cache off, with
+MODEL_MAX_BATCH_SIZE=N (Serve's @serve.batch), and the forward-pass ceiling at batch N.
 
 Each HTTP measurement is a closed loop of N connections posting distinct 640x480 JPEGs (about
 100 KB) for --duration seconds after a warm-up, against 127.0.0.1 only. With --runs N the whole
@@ -43,7 +48,13 @@ from deployments.inference.runtimes import load_runtime
 from deployments.inference.spec import model_spec_from_settings
 from loadtests.cpu import cpu_seconds_by_process, cpu_used
 from loadtests.payloads import distinct_photos, make_unique
-from loadtests.service import BASE_URL, ROOT, interrupt_and_wait, running_service
+from loadtests.service import (
+    BASE_URL,
+    ROOT,
+    interrupt_and_wait,
+    running_service,
+    serve_config,
+)
 from loadtests.stats import percentile
 
 ONE_PROCESS_URL = "http://127.0.0.1:8100"
@@ -94,25 +105,30 @@ async def closed_loop(url: str, connections: int, duration_s: float, warmup_s: f
     )
 
 
-def forward_ceiling(runtime: str, seconds: float = 10) -> float:
-    """Forward passes per second, batch 1, one thread, on the thread that built the runtime."""
+# The runtimes a device can run, the one a user of the old backend runs first.
+RUNTIMES = {"cpu": ("torch", "openvino"), "cuda": ("torch",)}
+
+
+def forward_ceiling(runtime: str, device: str, batch_size: int = 1, seconds: float = 10) -> float:
+    """Images per second through the forward pass alone, one thread, on the thread that built the
+    runtime."""
     settings = Settings.from_env({})
     spec = model_spec_from_settings(settings)
-    model = load_runtime(spec, runtime, "f32", "cpu", 1, settings.compiled_model_dir)
-    batch = np.zeros((1, spec.geometry.size, spec.geometry.size, 3), np.uint8)
+    model = load_runtime(spec, runtime, "f32", device, 1, settings.compiled_model_dir)
+    batch = np.zeros((batch_size, spec.geometry.size, spec.geometry.size, 3), np.uint8)
     for _ in range(5):
         model.forward(batch)
     count, start = 0, time.monotonic()
     while time.monotonic() - start < seconds:
         model.forward(batch)
-        count += 1
+        count += batch_size
     return count / (time.monotonic() - start)
 
 
-def run_one_process(runtime: str, measure) -> list[Measurement]:
+def run_one_process(runtime: str, device: str, measure) -> list[Measurement]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "loadtests.one_process_server", "--port", "8100", "--runtime", runtime], cwd=ROOT,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [sys.executable, "-m", "loadtests.one_process_server", "--port", "8100", "--runtime", runtime,
+         "--device", device], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + 60
@@ -150,8 +166,27 @@ def draw(results: list[Measurement], path: Path) -> None:
     plt.close(fig)
 
 
+def graph_config(args: argparse.Namespace) -> dict:
+    """serve_config.yaml with --serve-env applied. On cuda the one Inference replica asks Ray for
+    the GPU, and the CPU stages start at their max_replicas, so that the GPU path is measured
+    rather than the autoscaler's ramp."""
+    config = serve_config(dict(item.split("=", 1) for item in args.serve_env))
+    if args.device == "cuda":
+        (app,) = config["applications"]
+        for deployment in app["deployments"]:
+            scaling = deployment["autoscaling_config"]
+            if deployment["name"] == "Inference":
+                scaling["max_replicas"] = 1
+                deployment["ray_actor_options"]["num_gpus"] = 1
+                deployment["max_ongoing_requests"] = max(deployment["max_ongoing_requests"], args.batch)
+            else:
+                scaling["min_replicas"] = scaling["max_replicas"]
+    return config
+
+
 def one_run(args: argparse.Namespace) -> dict:
-    c = args.connections
+    c, device = args.connections, args.device
+    runtimes = RUNTIMES[device]
 
     def measure(url: str, connections: int, label: str, repeat_share: float = 0.0) -> Measurement:
         result = asyncio.run(closed_loop(url, connections, args.duration, args.warmup, repeat_share, label))
@@ -160,20 +195,29 @@ def one_run(args: argparse.Namespace) -> dict:
 
     # In a process of its own: the runtimes' thread pools must not stay behind in the load generator.
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        ceiling = {runtime: pool.submit(forward_ceiling, runtime).result() for runtime in ("torch", "openvino")}
-    print(f"forward passes/s, batch 1, 1 thread: {ceiling}", flush=True)
+        ceiling = {runtime: pool.submit(forward_ceiling, runtime, device).result() for runtime in runtimes}
+        if args.batch > 1:
+            ceiling[f"{runtimes[-1]}, batch {args.batch}"] = pool.submit(
+                forward_ceiling, runtimes[-1], device, args.batch).result()
+    print(f"forward pass, images/s, 1 thread, on {device}: {ceiling}", flush=True)
     results: list[Measurement] = []
-    for runtime in ("torch", "openvino"):
-        results += run_one_process(runtime, lambda url: [measure(url, 1, f"one-process {runtime}, 1 conn"),
-                                                         measure(url, c, f"one-process {runtime}, {c} conn")])
-    with running_service({"ENABLE_MODEL_CACHE": "false"}):
+    for runtime in runtimes:
+        results += run_one_process(runtime, device, lambda url, runtime=runtime: [
+            measure(url, 1, f"one-process {runtime}, 1 conn"), measure(url, c, f"one-process {runtime}, {c} conn")])
+    config = graph_config(args)
+    graph_env = {"ENABLE_MODEL_CACHE": "false", "MODEL_DEVICE": device}
+    with running_service(graph_env, config=config):
         results.append(measure(BASE_URL, 1, "graph, cache off, 1 conn"))
         before = cpu_seconds_by_process()
         results.append(measure(BASE_URL, c, f"graph, cache off, {c} conn"))
         used = cpu_used(before, cpu_seconds_by_process(), {os.getpid()})
-    for runtime in ("openvino", "torch"):
-        results += run_one_process(runtime, lambda url: [measure(url, c, f"one-process {runtime} again, {c} conn")])
-    with running_service():
+    if args.batch > 1:
+        with running_service({**graph_env, "MODEL_MAX_BATCH_SIZE": str(args.batch)}, config=config):
+            results.append(measure(BASE_URL, c, f"graph, batch {args.batch}, cache off, {c} conn"))
+    for runtime in reversed(runtimes):
+        results += run_one_process(runtime, device, lambda url, runtime=runtime: [
+            measure(url, c, f"one-process {runtime} again, {c} conn")])
+    with running_service({"MODEL_DEVICE": device}, config=config):
         results += [measure(BASE_URL, c, f"graph, 50% repeats, {c} conn", 0.5),
                     measure(BASE_URL, c, f"graph, 90% repeats, {c} conn", 0.9),
                     measure(BASE_URL, 1, "graph, cache miss, 1 conn", 0.0),
@@ -188,9 +232,12 @@ def one_run(args: argparse.Namespace) -> dict:
         return statistics.mean([by_label[f"one-process {runtime}, {c} conn"].rps,
                                 by_label[f"one-process {runtime} again, {c} conn"].rps])
 
-    ratios = {
-        "graph_vs_one_process_torch_throughput": graph.rps / one_process_rps("torch"),
-        "graph_vs_one_process_openvino_throughput": graph.rps / one_process_rps("openvino"),
+    ratios = {f"graph_vs_one_process_{runtime}_throughput": graph.rps / one_process_rps(runtime)
+              for runtime in runtimes}
+    if args.batch > 1:
+        ratios[f"graph_batch_{args.batch}_vs_graph_throughput"] = (
+            by_label[f"graph, batch {args.batch}, cache off, {c} conn"].rps / graph.rps)
+    ratios |= {
         "graph_p50_over_one_process_torch_p50_1conn": by_label["graph, cache off, 1 conn"].p50_ms
         / by_label["one-process torch, 1 conn"].p50_ms,
         "graph_minus_one_process_torch_p50_ms_1conn": by_label["graph, cache off, 1 conn"].p50_ms
@@ -198,19 +245,19 @@ def one_run(args: argparse.Namespace) -> dict:
         "cache_hit_p50_over_miss_p50": by_label["graph, cache hit, 1 conn"].p50_ms
         / by_label["graph, cache miss, 1 conn"].p50_ms,
         "graph_cpu_ms_per_request": sum(seconds for seconds, _ in used) / graph_requests * 1000,
-        "graph_throughput_over_1_thread_openvino_ceiling": graph.rps / ceiling["openvino"],
+        f"graph_throughput_over_1_thread_{runtimes[-1]}_ceiling": graph.rps / ceiling[runtimes[-1]],
         "graph_50pct_repeats_vs_cache_off": by_label[f"graph, 50% repeats, {c} conn"].rps / graph.rps,
         "graph_90pct_repeats_vs_cache_off": by_label[f"graph, 90% repeats, {c} conn"].rps / graph.rps,
     }
-    print(f"\n{'measurement':<38}{'rps':>7}{'p50':>8}{'p95':>8}{'p99':>8}{'errors':>8}")
+    print(f"\n{'measurement':<44}{'rps':>7}{'p50':>8}{'p95':>8}{'p99':>8}{'errors':>8}")
     for r in results:
-        print(f"{r.label:<38}{r.rps:>7.1f}{r.p50_ms:>8.1f}{r.p95_ms:>8.1f}{r.p99_ms:>8.1f}{r.errors:>8}")
+        print(f"{r.label:<44}{r.rps:>7.1f}{r.p50_ms:>8.1f}{r.p95_ms:>8.1f}{r.p99_ms:>8.1f}{r.errors:>8}")
     print("\nCPU per request in the graph, by process (load generator excluded):")
     for seconds, command in used[:8]:
         print(f"{seconds / graph_requests * 1000:7.1f} ms  {command}")
     for name, value in ratios.items():
         print(f"{name:<50}{value:8.2f}")
-    return {"ceiling_forward_per_s": ceiling, "results": [asdict(r) for r in results],
+    return {"ceiling_images_per_s": ceiling, "results": [asdict(r) for r in results],
             "cpu_ms_per_request_by_process": {
                 command: seconds / graph_requests * 1000 for seconds, command in used[:12]},
             "ratios": ratios}
@@ -223,6 +270,10 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=4)
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "performance")
+    parser.add_argument("--serve-env", action="append", default=[],
+                        help="KEY=VALUE overriding a variable of the config's Serve environment")
+    parser.add_argument("--device", choices=tuple(RUNTIMES), default="cpu")
+    parser.add_argument("--batch", type=int, default=1, help="also measure the graph with this MODEL_MAX_BATCH_SIZE")
     args = parser.parse_args()
     runs = []
     for index in range(args.runs):
@@ -230,8 +281,10 @@ def main() -> None:
         runs.append(one_run(args))
     medians = {name: statistics.median(run["ratios"][name] for run in runs) for name in runs[0]["ratios"]}
     report = {
-        "machine": {"cpus": os.cpu_count(), "cpu": _cpu_model(), "torch": version("torch"),
-                    "openvino": version("openvino"), "ray": version("ray")},
+        "machine": {"cpus": os.cpu_count(), "cpu": _cpu_model(), "device": _device_name(args.device),
+                    "torch": version("torch"), "ray": version("ray")},
+        "options": {"device": args.device, "batch": args.batch, "serve_env": args.serve_env,
+                    "connections": args.connections, "duration_s": args.duration},
         "runs": runs,
         "median_ratios": medians,
     }
@@ -241,6 +294,14 @@ def main() -> None:
     print(f"\nratios over {args.runs} run(s): median [each run]")
     for name, value in medians.items():
         print(f"{name:<50}{value:8.2f}  {[round(run['ratios'][name], 2) for run in runs]}")
+
+
+def _device_name(device: str) -> str:
+    if device == "cuda":
+        import torch
+
+        return torch.cuda.get_device_name(0)
+    return f"cpu, openvino {version('openvino')}"
 
 
 def _cpu_model() -> str:

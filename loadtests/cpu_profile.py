@@ -1,12 +1,13 @@
 """CPU time per process and per request while the graph is saturated, from /proc.
 
     python -m loadtests.cpu_profile [--connections 8] [--duration 20] [--serve-env KEY=VALUE ...]
-        [--out docs/cpu_profile.json] [ENV=VALUE ...]
+        [--log-level WARNING] [--out docs/cpu_profile.json] [ENV=VALUE ...]
 
 Starts `serve run serve_config.yaml` with the cache off (plus any ENV=VALUE given, e.g.
 LOG_LEVEL=WARNING), drives it with distinct 640x480 JPEGs, and prints the CPU seconds each
 process used, per request (the load generator excluded). --serve-env overrides a variable of the
-config's Serve environment, e.g. RAY_SERVE_THROUGHPUT_OPTIMIZED=0. Needs port 8000 free and no
+config's Serve environment, e.g. RAY_SERVE_THROUGHPUT_OPTIMIZED=0; --log-level replaces the config's
+logging_config.log_level (WARNING drops every per-request line). Needs port 8000 free and no
 other Ray instance. --out saves milliseconds of CPU per request by stage, which
 `python -m loadtests.capacity` reads.
 """
@@ -30,11 +31,14 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--duration", type=float, default=20)
     parser.add_argument("--serve-env", action="append", default=[], help="KEY=VALUE for Serve's environment")
+    parser.add_argument("--log-level", help="the config's logging_config.log_level, e.g. WARNING")
     parser.add_argument("--out", type=Path, help="write CPU ms per request by stage as JSON")
     parser.add_argument("env", nargs="*", help="ENV=VALUE for the service")
     args = parser.parse_args()
     env = {"ENABLE_MODEL_CACHE": "false", **dict(item.split("=", 1) for item in args.env)}
     config = serve_config(dict(item.split("=", 1) for item in args.serve_env))
+    if args.log_level:
+        config["logging_config"]["log_level"] = args.log_level
     with running_service(env, config=config):
         asyncio.run(closed_loop(BASE_URL, args.connections, 3, 1, 0.0, "warm-up"))
         before, start = cpu_seconds_by_process(), time.monotonic()

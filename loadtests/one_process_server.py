@@ -1,7 +1,7 @@
 """The baseline the graph replaces: one process that validates, decodes and classifies in its
 request handler, as the old single-process backend did and as a user would write it.
 
-    python -m loadtests.one_process_server --port 8100 [--runtime torch|openvino] [--threads 2]
+    python -m loadtests.one_process_server --port 8100 [--runtime torch|openvino] [--threads 2] [--device cpu|cuda]
 
 Same validator, decoder and model as the graph; no cache; served by uvicorn with one worker. With
 --runtime torch (the default) it is what a user of the old backend runs today; with openvino it
@@ -29,10 +29,10 @@ from deployments.validation import ImageValidator
 from serve_app.http_errors import error_response
 
 
-def build_app(runtime: str, threads: int) -> Starlette:
+def build_app(runtime: str, threads: int, device: str) -> Starlette:
     settings = Settings.from_env({})
     spec = model_spec_from_settings(settings)
-    model = load_runtime(spec, runtime, "f32", "cpu", threads, settings.compiled_model_dir)
+    model = load_runtime(spec, runtime, "f32", device, threads, settings.compiled_model_dir)
     validator = ImageValidator.from_settings(settings)
     decoder = ImageDecoder(spec.geometry, settings.max_image_pixels, settings.max_image_side)
 
@@ -61,8 +61,10 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8100)
     parser.add_argument("--runtime", choices=("torch", "openvino"), default="torch")
     parser.add_argument("--threads", type=int, default=2, help="forward-pass threads (both cores, by default)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="cuda: torch only")
     args = parser.parse_args()
-    uvicorn.run(build_app(args.runtime, args.threads), host="127.0.0.1", port=args.port, log_level="warning")
+    uvicorn.run(build_app(args.runtime, args.threads, args.device), host="127.0.0.1", port=args.port,
+                log_level="warning")
 
 
 if __name__ == "__main__":

@@ -36,11 +36,22 @@ class ImageClassifier:
     async def classify(self, decoded: DecodedImage, sha256: str, top_k: int) -> Prediction:
         """Run the model on one preprocessed uint8 HxWx3 image and store the result. Callers ask
         :meth:`cached` first: a hit then skips decoding as well as this."""
-        self.check_top_k(top_k)
-        (top,) = await self.runner.top_classes(decoded.pixels[np.newaxis], max(top_k, MIN_CACHED_CLASSES))
-        entry = CacheEntry(top, decoded.width, decoded.height, decoded.format)
-        self.cache.put(self._key(sha256), entry)
-        return self._prediction(entry.first(top_k), cached=False)
+        (prediction,) = await self.classify_batch([decoded], [sha256], [top_k])
+        return prediction
+
+    async def classify_batch(self, images: list[DecodedImage], sha256s: list[str],
+                             top_ks: list[int]) -> list[Prediction]:
+        """:meth:`classify` for several images in one forward pass; answers in the same order."""
+        for top_k in top_ks:
+            self.check_top_k(top_k)
+        pixels = np.stack([decoded.pixels for decoded in images])
+        tops = await self.runner.top_classes(pixels, max(*top_ks, MIN_CACHED_CLASSES))
+        predictions = []
+        for decoded, sha256, top_k, top in zip(images, sha256s, top_ks, tops, strict=True):
+            entry = CacheEntry(top, decoded.width, decoded.height, decoded.format)
+            self.cache.put(self._key(sha256), entry)
+            predictions.append(self._prediction(entry.first(top_k), cached=False))
+        return predictions
 
     def _prediction(self, entry: CacheEntry, cached: bool) -> Prediction:
         return Prediction(

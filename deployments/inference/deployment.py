@@ -8,7 +8,7 @@ from ray import serve
 
 from common.contracts import DecodedImage, Prediction
 from common.error_tracking import init_error_tracking, reports_unexpected_errors
-from common.metrics import CacheMetrics, StageTimer
+from common.metrics import BatchSizeHistogram, CacheMetrics, StageTimer
 from common.settings import get_settings
 from deployments.inference.cache import PredictionCache
 from deployments.inference.classifier import ImageClassifier
@@ -38,7 +38,11 @@ class Inference:
         ))
         cache = PredictionCache(settings.model_cache_size, enabled=settings.enable_model_cache)
         self._classifier = ImageClassifier(runner, cache)
+        self._batching = {"max_batch_size": settings.model_max_batch_size, "wait_ms": settings.model_batch_wait_ms}
+        self._classify_together.set_max_batch_size(settings.model_max_batch_size)
+        self._classify_together.set_batch_wait_timeout_s(settings.model_batch_wait_ms / 1000)
         self._timer = StageTimer("inference")
+        self._batch_sizes = BatchSizeHistogram()
         self._cache_metrics = CacheMetrics()
         self._cache_metrics.publish(cache.stats())
         logger.info("model %s loaded; %s", spec.identity, describe_cache(cache))
@@ -54,11 +58,21 @@ class Inference:
     @reports_unexpected_errors
     async def classify(self, decoded: DecodedImage, sha256: str, top_k: int, request_id: str) -> Prediction:
         """Run the model on a decoded image; the ingress asked :meth:`lookup` first."""
+        # Checked here, so that a bad request fails alone instead of failing the batch it joins.
+        self._classifier.check_top_k(top_k)
         with self._timer.time():
-            prediction = await self._classifier.classify(decoded, sha256, top_k)
+            prediction = await self._classify_together(decoded, sha256, top_k)
         self._cache_metrics.publish(self._classifier.cache.stats())
         logger.info("request %s: classified, top class %d", request_id, prediction.classes[0].class_id)
         return prediction
+
+    # Concurrent calls of classify() share one forward pass, up to MODEL_MAX_BATCH_SIZE of them
+    # (set in __init__); at the default of 1 each runs alone.
+    @serve.batch(max_batch_size=1, batch_wait_timeout_s=0)
+    async def _classify_together(self, images: list[DecodedImage], sha256s: list[str],
+                                 top_ks: list[int]) -> list[Prediction]:
+        self._batch_sizes.observe(len(images))
+        return await self._classifier.classify_batch(images, sha256s, top_ks)
 
     def describe(self) -> dict:
         spec = self._classifier.spec
@@ -72,6 +86,7 @@ class Inference:
             "runtime": self._classifier.runner.runtime.name,
             "precision": self._classifier.runner.runtime.precision,
             "cache": {"enabled": cache.enabled, "size": cache.capacity},
+            "batching": self._batching,
         }
 
     async def ready(self) -> bool:

@@ -32,8 +32,10 @@ SERVICE_ENV = {
     "ENABLE_MODEL_CACHE": "true",
     "MAX_UPLOAD_BYTES": str(2 * 1024 * 1024),
 }
-# The cache-disabled copy of the app runs the model on torch, so the graph is tested on both runtimes.
-NO_CACHE_ENV = {"ENABLE_MODEL_CACHE": "false", "MODEL_RUNTIME": "torch"}
+# The cache-disabled copy of the app runs the model on torch, so the graph is tested on both
+# runtimes, and with @serve.batch grouping concurrent requests (its Inference takes 2 at a time).
+NO_CACHE_ENV = {"ENABLE_MODEL_CACHE": "false", "MODEL_RUNTIME": "torch",
+                "MODEL_MAX_BATCH_SIZE": "2", "MODEL_BATCH_WAIT_MS": "20"}
 NO_CACHE_PREFIX = "/nocache"
 # A third copy of the app, with API keys and a rate limit (test_keys.py).
 SECURED_PREFIX = "/secured"
@@ -69,9 +71,10 @@ def free_port() -> int:
 
 
 def _tight(deployment: dict) -> dict:
-    """One replica with a tiny queue, so a test burst is far past its capacity."""
+    """One replica with a tiny queue, so a test burst is far past its capacity. Inference gets
+    twice its batch size: the batch in flight holds its slots, and the next one forms in the rest."""
     tight = {k: v for k, v in deployment.items() if k != "autoscaling_config"}
-    limit = 4 if deployment["name"] == "Ingress" else 2
+    limit = {"Ingress": 4, "Inference": 2 * int(NO_CACHE_ENV["MODEL_MAX_BATCH_SIZE"])}.get(deployment["name"], 2)
     return {**tight, "num_replicas": 1, "max_ongoing_requests": limit, "max_queued_requests": limit}
 
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 import requests
 
-from loadtests.payloads import photo_bytes, unique_photo_bytes
+from loadtests.payloads import distinct_photos, photo_bytes, unique_photo_bytes
 from tests.images import PHOTO_PLAUSIBLE_LABELS, riff
 from tests.integration.conftest import NO_CACHE_ENV, NO_CACHE_PREFIX, SERVICE_ENV
+from tests.integration.metrics import scrape, total, wait_for
 
 pytestmark = pytest.mark.integration
 TIMEOUT = 60
@@ -43,6 +47,9 @@ def test_model_endpoint_reports_model_and_cache_settings_from_the_environment(se
     no_cache = requests.get(service.url(NO_CACHE_PREFIX + "/v1/model"), timeout=TIMEOUT).json()
     assert no_cache["cache"]["enabled"] is False
     assert no_cache["runtime"] == NO_CACHE_ENV["MODEL_RUNTIME"]
+    assert info["batching"]["max_batch_size"] == 1
+    assert no_cache["batching"] == {"max_batch_size": int(NO_CACHE_ENV["MODEL_MAX_BATCH_SIZE"]),
+                                    "wait_ms": int(NO_CACHE_ENV["MODEL_BATCH_WAIT_MS"])}
 
 
 def test_model_replica_logs_its_cache_state_at_start_up(service):
@@ -123,6 +130,31 @@ def test_disabled_cache_never_answers_from_cache(service):
     results = [post(service, data, path=path).json() for _ in range(2)]
     assert [r["cached"] for r in results] == [False, False]
     assert results[0]["predictions"] == results[1]["predictions"]
+
+
+def test_requests_batched_into_one_forward_pass_each_get_their_own_answer(service):
+    """The /nocache app batches 2 concurrent requests per forward pass: concurrent answers must
+    match the one-at-a-time answers image by image, and the batch size histogram must show pairs."""
+    path = NO_CACHE_PREFIX + "/v1/classify"
+    images = distinct_photos(12, salt=os.urandom(8))
+
+    def batched_passes() -> float:
+        """Forward passes that took more than one image: all of them, less the bucket of ones."""
+        samples = [s for s in scrape(service) if s.labels.get("application") == "image-classifier-nocache"]
+        passes = total(samples, "ray_image_forward_pass_batch_size_count")
+        return passes - sum(s.value for s in samples
+                            if s.name == "ray_image_forward_pass_batch_size_bucket" and float(s.labels["le"]) == 1)
+
+    alone = [post(service, image, path=path, params={"top_k": 3}).json()["predictions"] for image in images]
+    before = batched_passes()
+    # 3 at a time stays within the copy's tight queues (2 running and 2 queued at preprocessing).
+    with ThreadPoolExecutor(3) as pool:
+        together = list(pool.map(lambda image: post(service, image, path=path, params={"top_k": 3}), images))
+    assert [r.status_code for r in together] == [200] * len(images), [r.text for r in together]
+    for one, batched in zip(alone, (r.json()["predictions"] for r in together), strict=True):
+        assert [p["class_id"] for p in batched] == [p["class_id"] for p in one]
+        assert [p["score"] for p in batched] == pytest.approx([p["score"] for p in one], abs=1e-4)
+    assert wait_for(lambda: batched_passes() > before), "no forward pass took more than one image"
 
 
 @pytest.mark.parametrize("top_k", [1, 3, 1000])

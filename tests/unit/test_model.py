@@ -22,6 +22,7 @@ from deployments.inference.spec import (
     model_spec_from_settings,
 )
 from deployments.preprocessing import ImageDecoder
+from deployments.validation import ImageValidator
 from loadtests.payloads import photo_bytes, shipped_photos
 from tests.images import PHOTO_PLAUSIBLE_LABELS
 
@@ -108,6 +109,26 @@ def test_top_k_beyond_the_class_count_is_refused(classifier):
         classifier.cached("0" * 64, 1001)
     with pytest.raises(InvalidParameter, match="1000 classes"):
         classify(classifier, photo_bytes("JPEG", size=(64, 64)), top_k=1001)
+
+
+def test_a_batch_answers_each_image_as_if_it_ran_alone(classifier):
+    photos = dict(list(shipped_photos().items())[:4])
+    decoder = ImageDecoder(InputGeometry(224, 224 / 256), 40_000_000, 16384)
+    decoded = [decoder.decode(data, ImageValidator.validate_magic_bytes(data)[1]) for data in photos.values()]
+    salt = b"batch"
+    sha256s = [hashlib.sha256(salt + data).hexdigest() for data in photos.values()]
+    top_ks = [1, 5, 3, 2]
+    together = asyncio.run(classifier.classify_batch(decoded, sha256s, top_ks))
+    alone = [asyncio.run(classifier.classify(d, "alone" + sha, k)) for d, sha, k in zip(decoded, sha256s, top_ks)]
+    assert len({p.classes[0].class_id for p in alone}) > 1, "the photos must differ for this to prove anything"
+    for batched, single, top_k in zip(together, alone, top_ks, strict=True):
+        assert [c.class_id for c in batched.classes] == [c.class_id for c in single.classes]
+        assert len(batched.classes) == top_k
+        assert [c.score for c in batched.classes] == pytest.approx([c.score for c in single.classes], abs=1e-5)
+        assert (batched.width, batched.height) == (single.width, single.height)
+    assert all(classifier.cached(sha, 1) is not None for sha in sha256s), "every image of the batch is cached"
+    with pytest.raises(InvalidParameter):
+        asyncio.run(classifier.classify_batch(decoded[:2], sha256s[:2], [5, 1001]))
 
 
 def test_all_classes_sorted_and_summing_to_one(classifier):

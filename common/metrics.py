@@ -17,7 +17,6 @@ from common.contracts import CacheStats
 # 1 ms to 10 s, roughly logarithmic: enough resolution for P50/P95/P99 at every stage.
 LATENCY_BUCKETS_MS = [1, 2, 5, 10, 20, 35, 50, 75, 100, 150, 200, 300, 500, 750, 1000, 2000, 5000, 10000]
 MEGAPIXEL_BUCKETS = [0.01, 0.05, 0.1, 0.3, 0.5, 1, 2, 5, 8, 12, 20, 40]
-BATCH_SIZE_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128]
 STAGES = ("validation", "preprocess", "inference", "end_to_end")
 
 
@@ -68,20 +67,6 @@ class RequestCounter:
 
     def count(self, key_id: str, status: int) -> None:
         self._counter.inc(tags={"key_id": key_id, "status": str(status)})
-
-
-class BatchSizeHistogram:
-    """Images per forward pass: shows whether MODEL_MAX_BATCH_SIZE is reached under real traffic."""
-
-    def __init__(self) -> None:
-        self._histogram = Histogram(
-            "image_forward_pass_batch_size",
-            description="Images in each forward pass of the model.",
-            boundaries=BATCH_SIZE_BUCKETS,
-        )
-
-    def observe(self, images: int) -> None:
-        self._histogram.observe(images)
 
 
 class DecodedSizeHistogram:

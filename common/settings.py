@@ -170,12 +170,15 @@ ENVIRONMENT: dict[str, _Var] = {
     "model_max_batch_size": _Var(
         "MODEL_MAX_BATCH_SIZE", "1", _int_parser(1),
         "Most concurrent requests one forward pass takes together (Serve's @serve.batch); 1 runs each "
-        "alone. Pays on a GPU, not on a small CPU (docs/performance.md). Give Inference's "
-        "max_ongoing_requests twice this: the batch in flight holds its slots, and the next batch forms in the others.",
+        "alone. Meant for GPUs, where 16 images cost about what one does; measured in "
+        "docs/performance.md. Give Inference's max_ongoing_requests more than this (twice, say): the "
+        "requests of the batch in flight hold their slots.",
     ),
     "model_batch_wait_ms": _Var(
         "MODEL_BATCH_WAIT_MS", "5", _int_parser(0),
-        "With MODEL_MAX_BATCH_SIZE above 1: how long a forward pass waits for more requests to join.",
+        "With MODEL_MAX_BATCH_SIZE above 1: how long a batch waits for more requests to join. Serve "
+        "closes a batch when its wait ends, even while the one before still runs, so a wait shorter "
+        "than a forward pass gives small batches.",
     ),
     "sentry_dsn": _Var(
         "SENTRY_DSN", "", _optional_text,

@@ -166,21 +166,22 @@ def draw(results: list[Measurement], path: Path) -> None:
     plt.close(fig)
 
 
-def graph_config(args: argparse.Namespace) -> dict:
-    """serve_config.yaml with --serve-env applied. On cuda the one Inference replica asks Ray for
-    the GPU, and the CPU stages start at their max_replicas, so that the GPU path is measured
-    rather than the autoscaler's ramp."""
+def graph_config(args: argparse.Namespace, batch: int = 1) -> dict:
+    """serve_config.yaml with --serve-env applied. Batching gives Inference twice the batch size in
+    max_ongoing_requests, as the README asks. On cuda the one Inference replica asks Ray for the
+    GPU, and the CPU stages start at their max_replicas, so that the GPU path is measured rather
+    than the autoscaler's ramp."""
     config = serve_config(dict(item.split("=", 1) for item in args.serve_env))
-    if args.device == "cuda":
-        (app,) = config["applications"]
-        for deployment in app["deployments"]:
-            scaling = deployment["autoscaling_config"]
-            if deployment["name"] == "Inference":
+    (app,) = config["applications"]
+    for deployment in app["deployments"]:
+        scaling = deployment["autoscaling_config"]
+        if deployment["name"] == "Inference":
+            deployment["max_ongoing_requests"] = max(deployment["max_ongoing_requests"], 2 * batch)
+            if args.device == "cuda":
                 scaling["max_replicas"] = 1
                 deployment["ray_actor_options"]["num_gpus"] = 1
-                deployment["max_ongoing_requests"] = max(deployment["max_ongoing_requests"], args.batch)
-            else:
-                scaling["min_replicas"] = scaling["max_replicas"]
+        elif args.device == "cuda":
+            scaling["min_replicas"] = scaling["max_replicas"]
     return config
 
 
@@ -212,7 +213,8 @@ def one_run(args: argparse.Namespace) -> dict:
         results.append(measure(BASE_URL, c, f"graph, cache off, {c} conn"))
         used = cpu_used(before, cpu_seconds_by_process(), {os.getpid()})
     if args.batch > 1:
-        with running_service({**graph_env, "MODEL_MAX_BATCH_SIZE": str(args.batch)}, config=config):
+        with running_service({**graph_env, "MODEL_MAX_BATCH_SIZE": str(args.batch)},
+                             config=graph_config(args, args.batch)):
             results.append(measure(BASE_URL, c, f"graph, batch {args.batch}, cache off, {c} conn"))
     for runtime in reversed(runtimes):
         results += run_one_process(runtime, device, lambda url, runtime=runtime: [

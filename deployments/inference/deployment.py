@@ -8,7 +8,7 @@ from ray import serve
 
 from common.contracts import DecodedImage, Prediction
 from common.error_tracking import init_error_tracking, reports_unexpected_errors
-from common.metrics import BatchSizeHistogram, CacheMetrics, StageTimer
+from common.metrics import CacheMetrics, StageTimer
 from common.settings import get_settings
 from deployments.inference.cache import PredictionCache
 from deployments.inference.classifier import ImageClassifier
@@ -42,7 +42,6 @@ class Inference:
         self._classify_together.set_max_batch_size(settings.model_max_batch_size)
         self._classify_together.set_batch_wait_timeout_s(settings.model_batch_wait_ms / 1000)
         self._timer = StageTimer("inference")
-        self._batch_sizes = BatchSizeHistogram()
         self._cache_metrics = CacheMetrics()
         self._cache_metrics.publish(cache.stats())
         logger.info("model %s loaded; %s", spec.identity, describe_cache(cache))
@@ -58,20 +57,24 @@ class Inference:
     @reports_unexpected_errors
     async def classify(self, decoded: DecodedImage, sha256: str, top_k: int, request_id: str) -> Prediction:
         """Run the model on a decoded image; the ingress asked :meth:`lookup` first."""
-        # Checked here, so that a bad request fails alone instead of failing the batch it joins.
+        # Checked here, so that a bad request fails alone instead of failing the batch it joins
+        # (with the cache off, the ingress asks no lookup, which would have checked it).
         self._classifier.check_top_k(top_k)
         with self._timer.time():
-            prediction = await self._classify_together(decoded, sha256, top_k)
+            if self._batching["max_batch_size"] == 1:
+                # Unbatched, skip Serve's batch queue: a task hop and its metrics per request.
+                prediction = await self._classifier.classify(decoded, sha256, top_k)
+            else:
+                prediction = await self._classify_together(decoded, sha256, top_k)
         self._cache_metrics.publish(self._classifier.cache.stats())
         logger.info("request %s: classified, top class %d", request_id, prediction.classes[0].class_id)
         return prediction
 
-    # Concurrent calls of classify() share one forward pass, up to MODEL_MAX_BATCH_SIZE of them
-    # (set in __init__); at the default of 1 each runs alone.
+    # With MODEL_MAX_BATCH_SIZE above 1, concurrent calls of classify() share one forward pass
+    # (the size and wait are set in __init__). Serve exports the sizes as serve_actual_batch_size.
     @serve.batch(max_batch_size=1, batch_wait_timeout_s=0)
     async def _classify_together(self, images: list[DecodedImage], sha256s: list[str],
                                  top_ks: list[int]) -> list[Prediction]:
-        self._batch_sizes.observe(len(images))
         return await self._classifier.classify_batch(images, sha256s, top_ks)
 
     def describe(self) -> dict:

@@ -72,7 +72,7 @@ def free_port() -> int:
 
 def _tight(deployment: dict) -> dict:
     """One replica with a tiny queue, so a test burst is far past its capacity. Inference gets
-    twice its batch size: the batch in flight holds its slots, and the next one forms in the rest."""
+    twice its batch size, as the README asks: the requests of the batch in flight hold their slots."""
     tight = {k: v for k, v in deployment.items() if k != "autoscaling_config"}
     limit = {"Ingress": 4, "Inference": 2 * int(NO_CACHE_ENV["MODEL_MAX_BATCH_SIZE"])}.get(deployment["name"], 2)
     return {**tight, "num_replicas": 1, "max_ongoing_requests": limit, "max_queued_requests": limit}

@@ -56,7 +56,7 @@ class Inference:
 
     @reports_unexpected_errors
     async def classify(self, decoded: DecodedImage, sha256: str, top_k: int, request_id: str) -> Prediction:
-        """Run the model on a decoded image; the ingress asked :meth:`lookup` first."""
+        """Run the model on a decoded image; with the cache on, the ingress asked :meth:`lookup` first."""
         # Checked here, so that a bad request fails alone instead of failing the batch it joins
         # (with the cache off, the ingress asks no lookup, which would have checked it).
         self._classifier.check_top_k(top_k)

@@ -3,7 +3,8 @@
 1. the raw forward pass, batch 1, on torch eager and on OpenVINO (the ceilings);
 2. the one-process server (loadtests/one_process_server.py), what the graph replaces: with torch
    eager (what a user of the old backend runs today), then with OpenVINO (the graph's runtime);
-3. the Ray Serve graph, cache off, distinct images, with the CPU it used per request;
+3. the Ray Serve graph, cache off, distinct images, with the CPU it used per request; then the
+   same graph through the ingress replica's own HTTP port, skipping Serve's proxy (see below);
 4. the one-process server again, OpenVINO then torch, to bracket the graph (this machine is noisy);
 5. the Ray Serve graph with the cache on, at 50% and 90% repeated images, and single-connection
    latency of cache misses and hits.
@@ -15,10 +16,15 @@
 one-process server is measured on torch only. --batch N adds the graph, cache off, with
 MODEL_MAX_BATCH_SIZE=N (Serve's @serve.batch), and the forward-pass ceiling at batch N.
 
+In Serve's throughput-optimised mode (on in serve_config.yaml) each ingress replica also serves
+HTTP on a port of its own ("direct ingress", what Serve's HAProxy mode sends traffic to). The
+bench pins that port to DIRECT_URL's and measures the graph there too, so the cost of the proxy's
+hop shows in the same run.
+
 Each HTTP measurement is a closed loop of N connections posting distinct 640x480 JPEGs (about
 100 KB) for --duration seconds after a warm-up, against 127.0.0.1 only. With --runs N the whole
 sequence repeats N times and the ratios are reported per run and as their median. Needs ports
-8000 and 8100 free and no other Ray instance. Writes OUT.json and OUT.png (the last run) and
+8000, 8100 and 8200 free and no other Ray instance. Writes OUT.json and OUT.png (the last run) and
 prints the table and ratios.
 """
 
@@ -58,6 +64,8 @@ from loadtests.service import (
 from loadtests.stats import percentile
 
 ONE_PROCESS_URL = "http://127.0.0.1:8100"
+DIRECT_PORT = 8200
+DIRECT_URL = f"http://127.0.0.1:{DIRECT_PORT}"
 
 
 @dataclass
@@ -171,7 +179,11 @@ def graph_config(args: argparse.Namespace, batch: int = 1) -> dict:
     max_ongoing_requests, as the README asks. On cuda the one Inference replica asks Ray for the
     GPU, and the CPU stages start at their max_replicas, so that the GPU path is measured rather
     than the autoscaler's ramp."""
-    config = serve_config(dict(item.split("=", 1) for item in args.serve_env))
+    # The ingress replica gets the lowest free port of the range: DIRECT_PORT. Set before
+    # --serve-env, which may override it.
+    config = serve_config({"RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(DIRECT_PORT),
+                           "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(DIRECT_PORT + 9),
+                           **dict(item.split("=", 1) for item in args.serve_env)})
     (app,) = config["applications"]
     for deployment in app["deployments"]:
         scaling = deployment["autoscaling_config"]
@@ -183,6 +195,13 @@ def graph_config(args: argparse.Namespace, batch: int = 1) -> dict:
         elif args.device == "cuda":
             scaling["min_replicas"] = scaling["max_replicas"]
     return config
+
+
+def has_direct_ingress(config: dict) -> bool:
+    """Serve 2.60 turns direct ingress on with its throughput-optimised mode, unless told not to."""
+    env = config["controller_options"]["runtime_env"]["env_vars"]
+    default = env.get("RAY_SERVE_THROUGHPUT_OPTIMIZED", "0")
+    return env.get("RAY_SERVE_ENABLE_DIRECT_INGRESS", default) == "1" or env.get("RAY_SERVE_ENABLE_HA_PROXY") == "1"
 
 
 def one_run(args: argparse.Namespace) -> dict:
@@ -206,12 +225,18 @@ def one_run(args: argparse.Namespace) -> dict:
         results += run_one_process(runtime, device, lambda url, runtime=runtime: [
             measure(url, 1, f"one-process {runtime}, 1 conn"), measure(url, c, f"one-process {runtime}, {c} conn")])
     config = graph_config(args)
+    direct = has_direct_ingress(config)
     graph_env = {"ENABLE_MODEL_CACHE": "false", "MODEL_DEVICE": device}
     with running_service(graph_env, config=config):
         results.append(measure(BASE_URL, 1, "graph, cache off, 1 conn"))
         before = cpu_seconds_by_process()
         results.append(measure(BASE_URL, c, f"graph, cache off, {c} conn"))
         used = cpu_used(before, cpu_seconds_by_process(), {os.getpid()})
+        if direct:
+            results.append(measure(DIRECT_URL, 1, "graph, direct port, cache off, 1 conn"))
+            before = cpu_seconds_by_process()
+            results.append(measure(DIRECT_URL, c, f"graph, direct port, cache off, {c} conn"))
+            used_direct = cpu_used(before, cpu_seconds_by_process(), {os.getpid()})
     if args.batch > 1:
         with running_service({**graph_env, "MODEL_MAX_BATCH_SIZE": str(args.batch)},
                              config=graph_config(args, args.batch)):
@@ -227,8 +252,12 @@ def one_run(args: argparse.Namespace) -> dict:
 
     by_label = {r.label: r for r in results}
     graph = by_label[f"graph, cache off, {c} conn"]
-    # The requests of the whole graph measurement, warm-up included, over the CPU used meanwhile.
-    graph_requests = graph.requests * (args.duration + args.warmup) / args.duration
+
+    def requests_with_warmup(measurement: Measurement) -> float:
+        """The requests of the whole measurement, warm-up included: those the CPU was used for."""
+        return measurement.requests * (args.duration + args.warmup) / args.duration
+
+    graph_requests = requests_with_warmup(graph)
 
     def one_process_rps(runtime: str) -> float:
         return statistics.mean([by_label[f"one-process {runtime}, {c} conn"].rps,
@@ -236,6 +265,15 @@ def one_run(args: argparse.Namespace) -> dict:
 
     ratios = {f"graph_vs_one_process_{runtime}_throughput": graph.rps / one_process_rps(runtime)
               for runtime in runtimes}
+    if direct:
+        direct_graph = by_label[f"graph, direct port, cache off, {c} conn"]
+        ratios |= {
+            "graph_direct_vs_one_process_torch_throughput": direct_graph.rps / one_process_rps("torch"),
+            "graph_direct_p50_over_one_process_torch_p50_1conn":
+                by_label["graph, direct port, cache off, 1 conn"].p50_ms / by_label["one-process torch, 1 conn"].p50_ms,
+            "graph_direct_cpu_ms_per_request":
+                sum(seconds for seconds, _ in used_direct) / requests_with_warmup(direct_graph) * 1000,
+        }
     if args.batch > 1:
         ratios[f"graph_batch_{args.batch}_vs_graph_throughput"] = (
             by_label[f"graph, batch {args.batch}, cache off, {c} conn"].rps / graph.rps)

@@ -329,8 +329,9 @@ class Ingress:
                 "request %s: Content-Type says %s but the bytes are %s; going by the bytes",
                 request_id, claimed, validated.format,
             )
-        # Chained without awaiting in between: Serve hands the decoded array from the
-        # preprocessing replica to the inference replica without a round trip through here.
+        # Chained, so that one retry covers both calls. With gRPC between deployments (the
+        # throughput mode) Serve resolves the decoded array here and sends it on; with Ray actor
+        # calls it would pass from replica to replica by reference.
         return await retry_once_if_replica_died(
             lambda: model.classify.remote(
                 self._preprocessing.preprocess.remote(data, validated.format, request_id), sha256, top_k, request_id

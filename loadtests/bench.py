@@ -17,9 +17,8 @@ one-process server is measured on torch only. --batch N adds the graph, cache of
 MODEL_MAX_BATCH_SIZE=N (Serve's @serve.batch), and the forward-pass ceiling at batch N.
 
 In Serve's throughput-optimised mode (on in serve_config.yaml) each ingress replica also serves
-HTTP on a port of its own ("direct ingress", what Serve's HAProxy mode sends traffic to). The
-bench pins that port to DIRECT_URL's and measures the graph there too, so the cost of the proxy's
-hop shows in the same run.
+HTTP on a port of its own ("direct ingress"; serve_config.yaml pins the first to 8200). The bench
+measures the graph there too, so the cost of the proxy's hop shows in the same run.
 
 Each HTTP measurement is a closed loop of N connections posting distinct 640x480 JPEGs (about
 100 KB) for --duration seconds after a warm-up, against 127.0.0.1 only. With --runs N the whole
@@ -64,8 +63,6 @@ from loadtests.service import (
 from loadtests.stats import percentile
 
 ONE_PROCESS_URL = "http://127.0.0.1:8100"
-DIRECT_PORT = 8200
-DIRECT_URL = f"http://127.0.0.1:{DIRECT_PORT}"
 
 
 @dataclass
@@ -179,11 +176,7 @@ def graph_config(args: argparse.Namespace, batch: int = 1) -> dict:
     max_ongoing_requests, as the README asks. On cuda the one Inference replica asks Ray for the
     GPU, and the CPU stages start at their max_replicas, so that the GPU path is measured rather
     than the autoscaler's ramp."""
-    # The ingress replica gets the lowest free port of the range: DIRECT_PORT. Set before
-    # --serve-env, which may override it.
-    config = serve_config({"RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(DIRECT_PORT),
-                           "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(DIRECT_PORT + 9),
-                           **dict(item.split("=", 1) for item in args.serve_env)})
+    config = serve_config(dict(item.split("=", 1) for item in args.serve_env))
     (app,) = config["applications"]
     for deployment in app["deployments"]:
         scaling = deployment["autoscaling_config"]
@@ -197,11 +190,15 @@ def graph_config(args: argparse.Namespace, batch: int = 1) -> dict:
     return config
 
 
-def has_direct_ingress(config: dict) -> bool:
-    """Serve 2.60 turns direct ingress on with its throughput-optimised mode, unless told not to."""
+def direct_url(config: dict) -> str | None:
+    """The one ingress replica's own port, the first of the configured range (Ray's default range
+    starts at 30000); None where direct ingress is off. Serve 2.60 turns it on with its
+    throughput-optimised mode, unless told not to."""
     env = config["controller_options"]["runtime_env"]["env_vars"]
     default = env.get("RAY_SERVE_THROUGHPUT_OPTIMIZED", "0")
-    return env.get("RAY_SERVE_ENABLE_DIRECT_INGRESS", default) == "1" or env.get("RAY_SERVE_ENABLE_HA_PROXY") == "1"
+    if env.get("RAY_SERVE_ENABLE_DIRECT_INGRESS", default) != "1" and env.get("RAY_SERVE_ENABLE_HA_PROXY") != "1":
+        return None
+    return f"http://127.0.0.1:{env.get('RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT', '30000')}"
 
 
 def one_run(args: argparse.Namespace) -> dict:
@@ -225,7 +222,7 @@ def one_run(args: argparse.Namespace) -> dict:
         results += run_one_process(runtime, device, lambda url, runtime=runtime: [
             measure(url, 1, f"one-process {runtime}, 1 conn"), measure(url, c, f"one-process {runtime}, {c} conn")])
     config = graph_config(args)
-    direct = has_direct_ingress(config)
+    direct = direct_url(config)
     graph_env = {"ENABLE_MODEL_CACHE": "false", "MODEL_DEVICE": device}
     with running_service(graph_env, config=config):
         results.append(measure(BASE_URL, 1, "graph, cache off, 1 conn"))
@@ -233,9 +230,9 @@ def one_run(args: argparse.Namespace) -> dict:
         results.append(measure(BASE_URL, c, f"graph, cache off, {c} conn"))
         used = cpu_used(before, cpu_seconds_by_process(), {os.getpid()})
         if direct:
-            results.append(measure(DIRECT_URL, 1, "graph, direct port, cache off, 1 conn"))
+            results.append(measure(direct, 1, "graph, direct port, cache off, 1 conn"))
             before = cpu_seconds_by_process()
-            results.append(measure(DIRECT_URL, c, f"graph, direct port, cache off, {c} conn"))
+            results.append(measure(direct, c, f"graph, direct port, cache off, {c} conn"))
             used_direct = cpu_used(before, cpu_seconds_by_process(), {os.getpid()})
     if args.batch > 1:
         with running_service({**graph_env, "MODEL_MAX_BATCH_SIZE": str(args.batch)},

@@ -7,17 +7,21 @@ the way they do in production: through the environment of the processes Ray star
 
 from __future__ import annotations
 
+import contextlib
 import os
+import random
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import ray
+import requests
 import yaml
 
 from loadtests.service import interrupt_and_wait, wait_until_ready
@@ -53,9 +57,20 @@ class Service:
     ray_logs: Path
     metrics_url: str
     api_keys: dict[str, str]  # key_id -> key, for the app at SECURED_PREFIX
+    direct_ports: range  # the ingress replicas' own ports (Serve's direct ingress)
 
     def url(self, path: str) -> str:
         return self.base_url + path
+
+    def direct_url(self, path: str) -> str:
+        """``path`` on the own port of an ingress replica of the application that serves it,
+        skipping Serve's proxy. Each such port names the route prefix it serves at ``/-/routes``."""
+        prefix = next((p for p in (NO_CACHE_PREFIX, SECURED_PREFIX) if path.startswith(p + "/")), "/")
+        for port in self.direct_ports:
+            with contextlib.suppress(requests.RequestException):
+                if prefix in requests.get(f"http://127.0.0.1:{port}/-/routes", timeout=5).json():
+                    return f"http://127.0.0.1:{port}{path}"
+        raise AssertionError(f"no ingress replica serves {prefix} on ports {self.direct_ports}")
 
     def replica_logs(self, deployment: str) -> str:
         return "".join(
@@ -68,6 +83,34 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def free_port_block(count: int) -> int:
+    """The first of ``count`` consecutive ports that are free on 127.0.0.1 now, between Ray's
+    worker ports (up to 19999) and its default direct-ingress ports (from 30000)."""
+    for _ in range(100):
+        first = random.randrange(20000, 30000 - count)
+        with contextlib.ExitStack() as bound:
+            try:
+                for port in range(first, first + count):
+                    bound.enter_context(socket.socket()).bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return first
+    raise RuntimeError(f"no {count} consecutive free ports found")
+
+
+def on_private_ports(config: dict, port: int) -> range:
+    """Move ``config``'s proxy to ``port`` and its ingress replicas' own ports (8200-8209 as
+    shipped) to a free block of the same size, so that a test cluster uses no shipped port.
+    Returns the block."""
+    config["http_options"]["port"] = port
+    env = config["controller_options"]["runtime_env"]["env_vars"]
+    count = int(env["RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"]) - int(env["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"]) + 1
+    first = free_port_block(count)
+    env["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"] = str(first)
+    env["RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"] = str(first + count - 1)
+    return range(first, first + count)
 
 
 def _tight(deployment: dict) -> dict:
@@ -92,12 +135,12 @@ def _secured(deployment: dict) -> dict:
     return {**fixed, "num_replicas": 1, "ray_actor_options": {"num_cpus": 0}}
 
 
-def _test_config(port: int, keys_file: Path) -> dict:
-    """serve_config.yaml on a test port, with two fixed Inference replicas, plus a cache-disabled
+def _test_config(port: int, keys_file: Path) -> tuple[dict, range]:
+    """serve_config.yaml on test ports, with two fixed Inference replicas, plus a cache-disabled
     copy of the app with one replica per deployment and tight queue limits (the overload tests use
-    it), and a copy with API keys and a rate limit."""
+    it), and a copy with API keys and a rate limit; and the ingress replicas' own ports."""
     config = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
-    config["http_options"]["port"] = port
+    direct_ports = on_private_ports(config, port)
     config["http_options"]["request_timeout_s"] = REQUEST_TIMEOUT_S
     (app,) = config["applications"]
     shipped = app["deployments"]  # each copy below builds new deployment dicts from these
@@ -115,7 +158,7 @@ def _test_config(port: int, keys_file: Path) -> dict:
         "deployments": [_secured(d) for d in shipped],
     }
     config["applications"] += [no_cache, secured]
-    return config
+    return config, direct_ports
 
 
 @pytest.fixture(scope="session")
@@ -138,7 +181,8 @@ def service() -> Service:
     keys_file = workdir / "api-keys"
     api_keys = {key_id: new_key(key_id, keys_file) for key_id in KEY_IDS}
     config_path = workdir / "serve_config.yaml"
-    config_path.write_text(yaml.safe_dump(_test_config(port, keys_file)))
+    config, direct_ports = _test_config(port, keys_file)
+    config_path.write_text(yaml.safe_dump(config))
     log_path = workdir / "serve_run.log"
     serve_cli = Path(sys.executable).parent / "serve"
     with log_path.open("w") as log:
@@ -155,7 +199,7 @@ def service() -> Service:
             pytest.fail(f"{exc}:\n{log_path.read_text()[-4000:]}")
         yield Service(
             base_url, log_path, workdir / "ray" / "session_latest" / "logs",
-            f"http://127.0.0.1:{metrics_port}/metrics", api_keys,
+            f"http://127.0.0.1:{metrics_port}/metrics", api_keys, direct_ports,
         )
     finally:
         interrupt_and_wait(process)
@@ -166,3 +210,10 @@ def service() -> Service:
             else:
                 os.environ[key] = value
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(params=["proxy", "direct"])
+def front_door(request, service: Service) -> Callable[[str], str]:
+    """A path's URL through Serve's proxy (port 8000 as shipped), or straight to the ingress
+    replica's own port (8200 as shipped): a client must get the same service through either."""
+    return service.url if request.param == "proxy" else service.direct_url

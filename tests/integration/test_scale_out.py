@@ -32,7 +32,12 @@ from loadtests.service import (
     wait_until_ready,
 )
 from serve_app.ingress import Ingress
-from tests.integration.conftest import INFERENCE_REPLICAS, ROOT, free_port
+from tests.integration.conftest import (
+    INFERENCE_REPLICAS,
+    ROOT,
+    free_port,
+    on_private_ports,
+)
 from tests.integration.metrics import scrape, wait_for
 
 pytestmark = pytest.mark.integration
@@ -119,7 +124,7 @@ def test_replicas_span_two_nodes_and_losing_one_under_load_loses_no_answer(tmp_p
     cluster = TwoNodeCluster(Path(tempfile.mkdtemp(prefix="ics2-", dir="/tmp")))
     port = free_port()
     config = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
-    config["http_options"]["port"] = port  # the only change to the shipped config
+    on_private_ports(config, port)  # the only change to the shipped config
     config_path = workdir / "serve_config.yaml"
     config_path.write_text(yaml.safe_dump(config))
     serve_cli = Path(sys.executable).parent / "serve"

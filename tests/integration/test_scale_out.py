@@ -124,7 +124,7 @@ def test_replicas_span_two_nodes_and_losing_one_under_load_loses_no_answer(tmp_p
     cluster = TwoNodeCluster(Path(tempfile.mkdtemp(prefix="ics2-", dir="/tmp")))
     port = free_port()
     config = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
-    on_private_ports(config, port)  # the only change to the shipped config
+    on_private_ports(config, port)  # only its ports differ from the shipped config
     config_path = workdir / "serve_config.yaml"
     config_path.write_text(yaml.safe_dump(config))
     serve_cli = Path(sys.executable).parent / "serve"

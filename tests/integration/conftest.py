@@ -24,7 +24,7 @@ import ray
 import requests
 import yaml
 
-from loadtests.service import interrupt_and_wait, wait_until_ready
+from loadtests.service import interrupt_and_wait, serve_config, wait_until_ready
 from serve_app.keys import new_key
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -139,7 +139,7 @@ def _test_config(port: int, keys_file: Path) -> tuple[dict, range]:
     """serve_config.yaml on test ports, with two fixed Inference replicas, plus a cache-disabled
     copy of the app with one replica per deployment and tight queue limits (the overload tests use
     it), and a copy with API keys and a rate limit; and the ingress replicas' own ports."""
-    config = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
+    config = serve_config()
     direct_ports = on_private_ports(config, port)
     config["http_options"]["request_timeout_s"] = REQUEST_TIMEOUT_S
     (app,) = config["applications"]

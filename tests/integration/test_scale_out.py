@@ -123,7 +123,7 @@ def test_replicas_span_two_nodes_and_losing_one_under_load_loses_no_answer(tmp_p
     # A short path: Ray's Unix sockets live under it and have a 107-byte limit.
     cluster = TwoNodeCluster(Path(tempfile.mkdtemp(prefix="ics2-", dir="/tmp")))
     port = free_port()
-    config = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
+    config = serve_config()
     on_private_ports(config, port)  # only its ports differ from the shipped config
     config_path = workdir / "serve_config.yaml"
     config_path.write_text(yaml.safe_dump(config))

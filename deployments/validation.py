@@ -105,10 +105,8 @@ class Validation:
         self._validator = ImageValidator.from_settings(settings)
         self._timer = StageTimer("validation")
 
-    # Async although nothing in it awaits: the checks take microseconds, and a sync method would
-    # cost a hand-off to a worker thread and back on every request.
     @reports_unexpected_errors
-    async def validate(self, data: bytes, request_id: str) -> ValidatedImage:
+    def validate(self, data: bytes, request_id: str) -> ValidatedImage:
         with self._timer.time():
             validated = self._validator.validate(data)
         logger.info(

@@ -153,8 +153,9 @@ def test_requests_batched_into_one_forward_pass_each_get_their_own_answer(servic
     # Ray exports every few seconds: wait until the one-at-a-time passes are counted.
     assert wait_for(lambda: batches()[0] >= len(photos))
     _, batched_before = batches()
-    # 3 at a time stays within the copy's tight queues (2 running and 2 queued at preprocessing).
-    with ThreadPoolExecutor(3) as pool:
+    # 2 at a time, the batch size. Not 3: Serve's router counts a call as queued until it is
+    # assigned, so 3 arriving at once can overflow the copy's max_queued_requests of 2 (a 503).
+    with ThreadPoolExecutor(2) as pool:
         together = list(pool.map(lambda data: post(service, data, path=path, params={"top_k": 3}), photos))
     assert [r.status_code for r in together] == [200] * len(photos), [r.text for r in together]
     for one, batched in zip(alone, (r.json()["predictions"] for r in together), strict=True):

@@ -46,8 +46,10 @@ class Inference:
         self._cache_metrics.publish(cache.stats())
         logger.info("model %s loaded; %s", spec.identity, describe_cache(cache))
 
+    # Async, though nothing in it awaits: Serve runs a sync method on a worker thread, where this
+    # lookup would race classify()'s writes to the cache, which is not thread-safe.
     @reports_unexpected_errors
-    def lookup(self, sha256: str, top_k: int, request_id: str) -> Prediction | None:
+    async def lookup(self, sha256: str, top_k: int, request_id: str) -> Prediction | None:
         """The cached answer for these bytes, or None: then the caller decodes and classifies."""
         prediction = self._classifier.cached(sha256, top_k)
         self._cache_metrics.publish(self._classifier.cache.stats())

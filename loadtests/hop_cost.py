@@ -1,0 +1,158 @@
+"""The CPU one hop between deployments costs, by what crosses it: would the validator be cheaper to
+call with a prefix of the upload instead of the whole body, or with pickle instead of cloudpickle?
+
+    python -m loadtests.hop_cost [--calls 1500] [--rounds 3] [--prefix-bytes 4096]
+
+Starts a Ray cluster of its own (temp dir under /tmp, no HTTP proxy) with serve_config.yaml's Serve
+environment (so calls go over gRPC, as in the shipped graph), deploys the real Validation
+deployment alone, and calls its ``validate`` from this process over a DeploymentHandle, 8 calls at a
+time, in turn with:
+
+* ``whole``: distinct 640x480 photo JPEGs (~100 KB, as loadtests.bench sends), whole, as today;
+* ``prefix``: their first --prefix-bytes bytes, enough for the validator's checks on these photos;
+* ``pickle``: the whole photos, with the handle's request and response serialisation set to
+  ``pickle`` instead of Serve's default ``cloudpickle``.
+
+The variants alternate within each round, and CPU per call is read from /proc for the replica and
+the caller, so the host's drift between rounds shows instead of passing for a difference. It also
+times the serialisers alone on the messages the graph sends. Stops the cluster it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import pickle
+import statistics
+import tempfile
+import time
+
+from loadtests.cpu import cpu_seconds_by_process
+from loadtests.payloads import distinct_photos
+from loadtests.service import serve_config
+
+APP_NAME = "hop-cost"
+CONCURRENCY = 8
+
+
+def serialiser_micro_seconds(photos: list[bytes]) -> dict[str, float]:
+    """Microseconds to dump and load the largest messages of one request, per serialiser."""
+    import numpy as np
+    from ray import cloudpickle
+
+    from common.contracts import DecodedImage
+
+    messages = [
+        ((photos[0], "0" * 32), {}),  # the validator's and the decoder's arguments
+        ((DecodedImage(np.zeros((224, 224, 3), np.uint8), 640, 480, "jpeg"), "0" * 64, 5, "0" * 32), {}),
+    ]
+    result = {}
+    for name, dumps, loads in (
+        ("cloudpickle", cloudpickle.dumps, cloudpickle.loads),
+        ("pickle", lambda obj: pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL), pickle.loads),
+    ):
+        started, repeats = time.perf_counter(), 2000
+        for _ in range(repeats):
+            for message in messages:
+                loads(dumps(message))
+        result[name] = (time.perf_counter() - started) / repeats * 1e6
+    return result
+
+
+def replica_pid() -> str:
+    pids = [pid for pid, (command, _) in cpu_seconds_by_process().items() if f"ServeReplica:{APP_NAME}:" in command]
+    if len(pids) != 1:
+        raise RuntimeError(f"expected one {APP_NAME} replica process, found {len(pids)}")
+    return pids[0]
+
+
+def process_cpu_s(pid: str) -> float:
+    return cpu_seconds_by_process()[pid][1]
+
+
+async def drive(handle, payloads: list[bytes], calls: int) -> None:
+    queue = iter(range(calls))
+
+    async def worker() -> None:
+        for index in queue:
+            await handle.validate.remote(payloads[index % len(payloads)], f"hop-{index}")
+
+    await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--calls", type=int, default=1500, help="calls per variant per round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--prefix-bytes", type=int, default=4096)
+    args = parser.parse_args()
+
+    # Before Ray is imported: Serve reads these once, and Ray's workers inherit this environment.
+    os.environ.update(serve_config()["controller_options"]["runtime_env"]["env_vars"])
+    photos = distinct_photos(64, quality=92)  # as loadtests.bench sends them
+    print(f"{len(photos)} photos, {statistics.median(map(len, photos)) / 1024:.0f} KB median; "
+          f"prefix {args.prefix_bytes} bytes", flush=True)
+    for name, micros in serialiser_micro_seconds(photos).items():
+        print(f"{name}: {micros:.1f} us to dump and load one request's two largest messages", flush=True)
+
+    import ray
+    from ray import serve
+
+    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=tempfile.mkdtemp(prefix="ray-hop-cost-"),
+             log_to_driver=False)
+    try:
+        serve.start(proxy_location="Disabled")
+        results = asyncio.run(measure(photos, args))
+    finally:
+        ray.shutdown()
+    print("\nmedian CPU per call, ms: replica + caller = hop")
+    for name, rows in results.items():
+        replica, caller = statistics.median(r for r, _ in rows), statistics.median(c for _, c in rows)
+        print(f"  {name:7s} {replica:.3f} + {caller:.3f} = {replica + caller:.3f}")
+
+
+async def measure(photos: list[bytes], args: argparse.Namespace) -> dict[str, list[tuple[float, float]]]:
+    """Deploy the validator and measure it. One event loop throughout: in the throughput mode the
+    handle's router runs on the caller's loop."""
+    from ray import serve
+
+    from deployments.validation import Validation
+
+    handle = serve.run(Validation.options(ray_actor_options={"num_cpus": 0}).bind(), name=APP_NAME, route_prefix=None)
+    try:
+        return await measure_variants(handle, photos, args)
+    finally:
+        await serve.shutdown_async()
+
+
+async def measure_variants(handle, photos: list[bytes], args: argparse.Namespace) -> dict[str, list[tuple[float, float]]]:
+    """(replica, caller) CPU ms per call, per variant and round; each round starts one variant later,
+    so that none always runs first."""
+    variants = {
+        "whole": (handle, photos),
+        "prefix": (handle, [photo[: args.prefix_bytes] for photo in photos]),
+        "pickle": (handle.options(request_serialization="pickle", response_serialization="pickle"), photos),
+    }
+    for variant_handle, payloads in variants.values():  # warm-up, and proof that each variant validates
+        await drive(variant_handle, payloads, 200)
+    pid = replica_pid()
+    results: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
+    names = list(variants)
+    for round_index in range(args.rounds):
+        for name in names[round_index % len(names):] + names[: round_index % len(names)]:
+            variant_handle, payloads = variants[name]
+            replica_before, caller_before = process_cpu_s(pid), time.process_time()
+            started = time.perf_counter()
+            await drive(variant_handle, payloads, args.calls)
+            wall = time.perf_counter() - started
+            replica_ms = (process_cpu_s(pid) - replica_before) / args.calls * 1000
+            caller_ms = (time.process_time() - caller_before) / args.calls * 1000
+            results[name].append((replica_ms, caller_ms))
+            print(f"round {round_index + 1} {name:7s} {args.calls / wall:7.0f} calls/s   "
+                  f"replica {replica_ms:.3f} ms/call   caller {caller_ms:.3f} ms/call", flush=True)
+    return results
+
+
+if __name__ == "__main__":
+    main()

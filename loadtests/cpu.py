@@ -2,23 +2,42 @@
 
 from __future__ import annotations
 
+import collections
 import os
 
 
 def cpu_seconds_by_process() -> dict[str, tuple[str, float]]:
     """pid -> (command line, user + system CPU seconds so far)."""
-    ticks = os.sysconf("SC_CLK_TCK")
     result = {}
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
+                seconds = _cpu_seconds(f.read())
             with open(f"/proc/{pid}/cmdline", "rb") as f:
                 command = f.read().replace(b"\0", b" ").decode(errors="replace")[:80]
         except OSError:
             continue
-        result[pid] = (command, (int(fields[11]) + int(fields[12])) / ticks)
+        result[pid] = (command, seconds)
     return result
+
+
+def cpu_seconds_by_thread_name(pid: str) -> collections.Counter:
+    """A process's CPU seconds so far, summed over the threads of each name."""
+    result: collections.Counter = collections.Counter()
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                stat = f.read()
+        except OSError:  # the thread ended
+            continue
+        result[stat[stat.index("(") + 1: stat.rindex(")")]] += _cpu_seconds(stat)
+    return result
+
+
+def _cpu_seconds(stat: str) -> float:
+    """User + system CPU seconds from the text of a /proc stat file."""
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def cpu_used(before: dict[str, tuple[str, float]], after: dict[str, tuple[str, float]],

@@ -29,14 +29,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import collections
 import os
 import pickle
 import statistics
 import tempfile
 import time
 
-from loadtests.cpu import cpu_seconds_by_process
+from loadtests.cpu import cpu_seconds_by_process, cpu_seconds_by_thread_name
 from loadtests.payloads import distinct_photos
 from loadtests.service import serve_config
 
@@ -78,20 +77,6 @@ def replica_pid() -> str:
 
 def process_cpu_s(pid: str) -> float:
     return cpu_seconds_by_process()[pid][1]
-
-
-def thread_cpu_s(pid: str) -> collections.Counter:
-    """CPU seconds so far of a process's threads, summed by thread name."""
-    ticks, result = os.sysconf("SC_CLK_TCK"), collections.Counter()
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/stat") as f:
-                stat = f.read()
-        except OSError:  # the thread ended
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        result[stat[stat.index("(") + 1: stat.rindex(")")]] += (int(fields[11]) + int(fields[12])) / ticks
-    return result
 
 
 async def drive(handle, payloads: list[bytes], calls: int) -> None:
@@ -185,13 +170,13 @@ async def measure_variants(handle, photos: list[bytes], args: argparse.Namespace
         for name in names[round_index % len(names):] + names[: round_index % len(names)]:
             calls, make_calls = variants[name]
             # The caller's clock brackets only the calls: reading the replica's CPU scans /proc.
-            replica_before, threads_before = process_cpu_s(pid), thread_cpu_s(pid)
+            replica_before, threads_before = process_cpu_s(pid), cpu_seconds_by_thread_name(pid)
             caller_before, started = time.process_time(), time.perf_counter()
             await make_calls(calls)
             caller_ms = (time.process_time() - caller_before) / calls * 1000
             wall = time.perf_counter() - started
             replica_ms = (process_cpu_s(pid) - replica_before) / calls * 1000
-            threads = thread_cpu_s(pid) - threads_before
+            threads = cpu_seconds_by_thread_name(pid) - threads_before
             results[name].append((replica_ms, caller_ms))
             busiest = ", ".join(f"{thread} {seconds / calls * 1000:.3f}" for thread, seconds in threads.most_common(2))
             print(f"round {round_index + 1} {name:7s} {calls / wall:7.0f} calls/s   "

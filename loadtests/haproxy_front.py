@@ -13,6 +13,7 @@ Linux.
 from __future__ import annotations
 
 import contextlib
+import shutil
 import subprocess
 import tempfile
 import time
@@ -60,7 +61,7 @@ def haproxy_binary() -> str | None:
 def haproxy_front(binary: str, listen_port: int, ingress_ports: range, fallback_port: int,
                   timeout_s: float = 30) -> Iterator[str]:
     """Run HAProxy on ``listen_port`` until the block ends; yield its URL once it answers
-    /-/healthz through an ingress replica."""
+    /-/healthz."""
     folder = Path(tempfile.mkdtemp(prefix="bench-haproxy-"))
     servers = "\n".join(f"    server ingress_{port} 127.0.0.1:{port}" for port in ingress_ports)
     config = folder / "haproxy.cfg"
@@ -84,6 +85,7 @@ def haproxy_front(binary: str, listen_port: int, ingress_ports: range, fallback_
     finally:
         process.terminate()
         process.wait()
+    shutil.rmtree(folder, ignore_errors=True)  # kept when something failed, for its log
 
 
 def _answers(url: str) -> bool:

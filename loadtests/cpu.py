@@ -21,6 +21,12 @@ def cpu_seconds_by_process() -> dict[str, tuple[str, float]]:
     return result
 
 
+def cpu_seconds_of(pid: str) -> float:
+    """One process's user + system CPU seconds so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        return _cpu_seconds(f.read())
+
+
 def cpu_seconds_by_thread_name(pid: str) -> collections.Counter:
     """A process's CPU seconds so far, summed over the threads of each name."""
     result: collections.Counter = collections.Counter()

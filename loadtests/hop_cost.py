@@ -35,7 +35,11 @@ import statistics
 import tempfile
 import time
 
-from loadtests.cpu import cpu_seconds_by_process, cpu_seconds_by_thread_name
+from loadtests.cpu import (
+    cpu_seconds_by_process,
+    cpu_seconds_by_thread_name,
+    cpu_seconds_of,
+)
 from loadtests.payloads import distinct_photos
 from loadtests.service import serve_config
 
@@ -73,10 +77,6 @@ def replica_pid() -> str:
     if len(pids) != 1:
         raise RuntimeError(f"expected one {APP_NAME} replica process, found {len(pids)}")
     return pids[0]
-
-
-def process_cpu_s(pid: str) -> float:
-    return cpu_seconds_by_process()[pid][1]
 
 
 async def drive(handle, payloads: list[bytes], calls: int) -> None:
@@ -169,13 +169,13 @@ async def measure_variants(handle, photos: list[bytes], args: argparse.Namespace
     for round_index in range(args.rounds):
         for name in names[round_index % len(names):] + names[: round_index % len(names)]:
             calls, make_calls = variants[name]
-            # The caller's clock brackets only the calls: reading the replica's CPU scans /proc.
-            replica_before, threads_before = process_cpu_s(pid), cpu_seconds_by_thread_name(pid)
+            # The caller's clock brackets only the calls, not the reading of the replica's CPU from /proc.
+            replica_before, threads_before = cpu_seconds_of(pid), cpu_seconds_by_thread_name(pid)
             caller_before, started = time.process_time(), time.perf_counter()
             await make_calls(calls)
             caller_ms = (time.process_time() - caller_before) / calls * 1000
             wall = time.perf_counter() - started
-            replica_ms = (process_cpu_s(pid) - replica_before) / calls * 1000
+            replica_ms = (cpu_seconds_of(pid) - replica_before) / calls * 1000
             threads = cpu_seconds_by_thread_name(pid) - threads_before
             results[name].append((replica_ms, caller_ms))
             busiest = ", ".join(f"{thread} {seconds / calls * 1000:.3f}" for thread, seconds in threads.most_common(2))
@@ -186,9 +186,9 @@ async def measure_variants(handle, photos: list[bytes], args: argparse.Namespace
 
 async def report_background(pid: str, seconds: float = 10) -> None:
     """The replica's and the caller's CPU with no calls: Serve's own periodic work."""
-    replica_before, caller_before = process_cpu_s(pid), time.process_time()
+    replica_before, caller_before = cpu_seconds_of(pid), time.process_time()
     await asyncio.sleep(seconds)
-    print(f"no calls: replica {(process_cpu_s(pid) - replica_before) / seconds * 1000:.1f} ms of CPU/s, "
+    print(f"no calls: replica {(cpu_seconds_of(pid) - replica_before) / seconds * 1000:.1f} ms of CPU/s, "
           f"caller {(time.process_time() - caller_before) / seconds * 1000:.1f} ms/s", flush=True)
 
 

@@ -15,7 +15,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,20 +56,10 @@ class Service:
     ray_logs: Path
     metrics_url: str
     api_keys: dict[str, str]  # key_id -> key, for the app at SECURED_PREFIX
-    direct_ports: range  # the ingress replicas' own ports (Serve's direct ingress)
+    ports: ServicePorts
 
     def url(self, path: str) -> str:
         return self.base_url + path
-
-    def direct_url(self, path: str) -> str:
-        """``path`` on the own port of an ingress replica of the application that serves it,
-        skipping Serve's proxy. Each such port names the route prefix it serves at ``/-/routes``."""
-        prefix = next((p for p in (NO_CACHE_PREFIX, SECURED_PREFIX) if path.startswith(p + "/")), "/")
-        for port in self.direct_ports:
-            with contextlib.suppress(requests.RequestException):
-                if prefix in requests.get(f"http://127.0.0.1:{port}/-/routes", timeout=5).json():
-                    return f"http://127.0.0.1:{port}{path}"
-        raise AssertionError(f"no ingress replica serves {prefix} on ports {self.direct_ports}")
 
     def replica_logs(self, deployment: str) -> str:
         return "".join(
@@ -100,17 +89,38 @@ def free_port_block(count: int) -> int:
     raise RuntimeError(f"no {count} consecutive free ports found")
 
 
-def on_private_ports(config: dict, port: int) -> range:
-    """Move ``config``'s proxy to ``port`` and its ingress replicas' own ports (8200-8209 as
-    shipped) to a free block of the same size, so that a test cluster uses no shipped port.
-    Returns the block."""
+@dataclass(frozen=True)
+class ServicePorts:
+    """Every TCP port the service listens on, as moved by :func:`on_private_ports`."""
+
+    front_door: int  # HAProxy (8000 as shipped)
+    ingress_replicas: range  # the ingress replicas' own ports (8200-8209), HAProxy's backends
+    fallback_proxy: int  # Serve's Python proxy on the head, HAProxy's backup (8500)
+    haproxy_stats: int  # 8404
+    haproxy_metrics: int  # 9101
+
+    def all(self) -> set[int]:
+        return {self.front_door, *self.ingress_replicas, self.fallback_proxy, self.haproxy_stats, self.haproxy_metrics}
+
+
+def on_private_ports(config: dict, port: int) -> ServicePorts:
+    """Move every port of ``config``'s front door to free ones, so that a test cluster uses no
+    shipped port and disturbs no service running on this machine: HAProxy to ``port``, its
+    stats and metrics, Serve's fallback proxy, and the ingress replicas' own ports (8200-8209 as
+    shipped) to a free block of the same size."""
     config["http_options"]["port"] = port
     env = config["controller_options"]["runtime_env"]["env_vars"]
     count = int(env["RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"]) - int(env["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"]) + 1
     first = free_port_block(count)
-    env["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"] = str(first)
-    env["RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"] = str(first + count - 1)
-    return range(first, first + count)
+    ports = ServicePorts(port, range(first, first + count), free_port(), free_port(), free_port())
+    env.update({
+        "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(first),
+        "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(first + count - 1),
+        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(ports.fallback_proxy),
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(ports.haproxy_stats),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(ports.haproxy_metrics),
+    })
+    return ports
 
 
 def _tight(deployment: dict) -> dict:
@@ -135,12 +145,12 @@ def _secured(deployment: dict) -> dict:
     return {**fixed, "num_replicas": 1, "ray_actor_options": {"num_cpus": 0}}
 
 
-def _test_config(port: int, keys_file: Path) -> tuple[dict, range]:
+def _test_config(port: int, keys_file: Path) -> tuple[dict, ServicePorts]:
     """serve_config.yaml on test ports, with two fixed Inference replicas, plus a cache-disabled
     copy of the app with one replica per deployment and tight queue limits (the overload tests use
-    it), and a copy with API keys and a rate limit; and the ingress replicas' own ports."""
+    it), and a copy with API keys and a rate limit; and the ports it listens on."""
     config = serve_config()
-    direct_ports = on_private_ports(config, port)
+    ports = on_private_ports(config, port)
     config["http_options"]["request_timeout_s"] = REQUEST_TIMEOUT_S
     (app,) = config["applications"]
     shipped = app["deployments"]  # each copy below builds new deployment dicts from these
@@ -158,7 +168,7 @@ def _test_config(port: int, keys_file: Path) -> tuple[dict, range]:
         "deployments": [_secured(d) for d in shipped],
     }
     config["applications"] += [no_cache, secured]
-    return config, direct_ports
+    return config, ports
 
 
 @pytest.fixture(scope="session")
@@ -181,7 +191,7 @@ def service() -> Service:
     keys_file = workdir / "api-keys"
     api_keys = {key_id: new_key(key_id, keys_file) for key_id in KEY_IDS}
     config_path = workdir / "serve_config.yaml"
-    config, direct_ports = _test_config(port, keys_file)
+    config, ports = _test_config(port, keys_file)
     config_path.write_text(yaml.safe_dump(config))
     log_path = workdir / "serve_run.log"
     serve_cli = Path(sys.executable).parent / "serve"
@@ -199,7 +209,7 @@ def service() -> Service:
             pytest.fail(f"{exc}:\n{log_path.read_text()[-4000:]}")
         yield Service(
             base_url, log_path, workdir / "ray" / "session_latest" / "logs",
-            f"http://127.0.0.1:{metrics_port}/metrics", api_keys, direct_ports,
+            f"http://127.0.0.1:{metrics_port}/metrics", api_keys, ports,
         )
     finally:
         interrupt_and_wait(process)
@@ -210,10 +220,3 @@ def service() -> Service:
             else:
                 os.environ[key] = value
         shutil.rmtree(workdir, ignore_errors=True)
-
-
-@pytest.fixture(params=["proxy", "direct"])
-def front_door(request, service: Service) -> Callable[[str], str]:
-    """A path's URL through Serve's proxy (port 8000 as shipped), or straight to the ingress
-    replica's own port (8200 as shipped): a client must get the same service through either."""
-    return service.url if request.param == "proxy" else service.direct_url

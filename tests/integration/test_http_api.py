@@ -74,8 +74,8 @@ def test_each_format_is_classified(service, fmt, key):
     assert predictions[0]["label"] in PHOTO_PLAUSIBLE_LABELS, predictions
 
 
-def test_full_size_photo_as_curl_sends_it(front_door):
-    response = requests.post(front_door("/v1/classify"), data=photo_bytes("JPEG"), timeout=TIMEOUT,
+def test_full_size_photo_as_curl_sends_it(service):
+    response = requests.post(service.url("/v1/classify"), data=photo_bytes("JPEG"), timeout=TIMEOUT,
                              headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert response.status_code == 200, response.text
     labels = [p["label"] for p in response.json()["predictions"]]
@@ -211,8 +211,8 @@ def test_truncated_jpeg_is_unprocessable(service):
     assert_error(post(service, data[: len(data) // 3]), 422, "undecodable_image")
 
 
-def test_request_id_is_honoured_and_echoed(front_door):
-    url = front_door("/v1/classify")
+def test_request_id_is_honoured_and_echoed(service):
+    url = service.url("/v1/classify")
     response = requests.post(url, data=unique_photo_bytes("JPEG"), headers={"X-Request-ID": "client-id-123"},
                              timeout=TIMEOUT)
     assert response.headers["X-Request-ID"] == "client-id-123"
@@ -226,9 +226,9 @@ def test_request_id_is_generated_when_absent_and_unique(service):
     assert len(ids) == 3 and all(ids)
 
 
-def test_unknown_route_and_wrong_method_get_json_errors(front_door):
-    assert_error(requests.get(front_door("/v1/nothing"), timeout=TIMEOUT), 404, "not_found")
-    assert_error(requests.get(front_door("/v1/classify"), timeout=TIMEOUT), 405, "method_not_allowed")
+def test_unknown_route_and_wrong_method_get_json_errors(service):
+    assert_error(requests.get(service.url("/v1/nothing"), timeout=TIMEOUT), 404, "not_found")
+    assert_error(requests.get(service.url("/v1/classify"), timeout=TIMEOUT), 405, "method_not_allowed")
 
 
 def test_content_hash_not_client_name_decides_cache_hits(service):

@@ -30,12 +30,12 @@ def test_no_valid_key_is_401_with_the_json_body(service, authorization):
     assert response.json()["error"]["code"] == "unauthorized"
 
 
-def test_every_route_but_health_needs_the_key(front_door):
+def test_every_route_but_health_needs_the_key(service):
     for path in ("/v1/model", "/openapi.json", "/docs", "/", "/v2", "/v2/models/efficientnet-lite0"):
-        assert requests.get(front_door(SECURED_PREFIX + path), timeout=60).status_code == 401, path
+        assert requests.get(service.url(SECURED_PREFIX + path), timeout=60).status_code == 401, path
     for path in ("/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"):
-        assert requests.get(front_door(SECURED_PREFIX + path), timeout=60).status_code == 200, path
-    v2 = requests.post(front_door(SECURED_PREFIX + "/v2/models/efficientnet-lite0/infer"), data=b"{}", timeout=60)
+        assert requests.get(service.url(SECURED_PREFIX + path), timeout=60).status_code == 200, path
+    v2 = requests.post(service.url(SECURED_PREFIX + "/v2/models/efficientnet-lite0/infer"), data=b"{}", timeout=60)
     assert v2.status_code == 401 and v2.json() == {"error": "send an API key as 'Authorization: Bearer <key>'"}
 
 

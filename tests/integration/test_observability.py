@@ -10,6 +10,7 @@ import uuid
 
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from loadtests.payloads import unique_photo_bytes
 from tests.images import riff
@@ -142,4 +143,8 @@ def metric_names(expr: str) -> set[str]:
 
 
 def _exported_names(service) -> set[str]:
-    return {s.name for s in scrape(service)}
+    """Metric names from both of deploy/prometheus/prometheus.yml's jobs: Ray's metrics agent and
+    the front door's HAProxy."""
+    haproxy = requests.get(f"http://127.0.0.1:{service.ports.haproxy_metrics}/metrics", timeout=30).text
+    haproxy_names = {s.name for family in text_string_to_metric_families(haproxy) for s in family.samples}
+    return {s.name for s in scrape(service)} | haproxy_names

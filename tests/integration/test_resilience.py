@@ -52,8 +52,8 @@ def timed_post(session: requests.Session, url: str, data: bytes, timeout: float 
         return Outcome(start, time.monotonic(), None)
 
 
-def test_burst_past_capacity_is_answered_with_fast_refusals(front_door):
-    url = front_door(NO_CACHE_PREFIX + "/v1/classify")
+def test_burst_past_capacity_is_answered_with_fast_refusals(service):
+    url = service.url(NO_CACHE_PREFIX + "/v1/classify")
     images = distinct_photos(120, size=(96, 72), salt=b"burst")
     barrier = threading.Barrier(len(images))
 
@@ -83,10 +83,10 @@ def test_burst_past_capacity_is_answered_with_fast_refusals(front_door):
 
 
 @pytest.mark.parametrize("client_timeout", ["0", "3600"], ids=["disable", "lengthen"])
-def test_request_past_the_server_timeout_gets_json_408_whatever_the_client_asks(front_door, client_timeout):
+def test_request_past_the_server_timeout_gets_json_408_whatever_the_client_asks(service, client_timeout):
     """The client sends half its declared body and then waits for the answer."""
     data = photo_bytes(size=(96, 72))
-    url = urlparse(front_door("/v1/classify"))
+    url = urlparse(service.url("/v1/classify"))
     connection = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
     connection.putrequest("POST", url.path)
     connection.putheader("Content-Length", str(2 * len(data)))

@@ -118,29 +118,42 @@ def _steady_load(url: str, stop: threading.Event, outcomes: list) -> None:
             outcomes.append((start, time.monotonic() - start, answer))
 
 
-def test_replicas_span_two_nodes_and_losing_one_under_load_loses_no_answer(tmp_path_factory):
+def test_each_node_has_a_front_door_and_losing_a_node_under_load_fails_under_1_percent(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("two-nodes")
     # A short path: Ray's Unix sockets live under it and have a 107-byte limit.
     cluster = TwoNodeCluster(Path(tempfile.mkdtemp(prefix="ics2-", dir="/tmp")))
-    port = free_port()
     config = serve_config()
-    on_private_ports(config, port)  # only its ports differ from the shipped config
+    ports = on_private_ports(config, free_port())
+    worker_port = free_port()
+    # Two nodes share this machine's loopback: the worker node's HAProxy takes its own port
+    # (Ray's knob for exactly this), and both share the stats and metrics ports. Nothing else
+    # differs from the shipped config.
+    config["controller_options"]["runtime_env"]["env_vars"].update({
+        "RAY_SERVE_WORKER_PROXY_HTTP_PORT": str(worker_port), "SERVE_SOCKET_REUSE_PORT_ENABLED": "1"})
     config_path = workdir / "serve_config.yaml"
     config_path.write_text(yaml.safe_dump(config))
     serve_cli = Path(sys.executable).parent / "serve"
     with (workdir / "serve_run.log").open("w") as log:
         serve_run = subprocess.Popen([str(serve_cli), "run", "--address", cluster.addresses["gcs_address"],
                                       str(config_path)], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    head_url, worker_url = f"http://127.0.0.1:{ports.front_door}", f"http://127.0.0.1:{worker_port}"
     try:
-        wait_until_ready(url, serve_run, 240)
+        wait_until_ready(head_url, serve_run, 240)
+        wait_until_ready(worker_url, serve_run, 60)
         before = cluster.placement()
         assert {node for nodes in before.values() for node in nodes} == {"head", "worker"}, before
+        photo = distinct_photos(1, size=(96, 72), salt=os.urandom(8))[0]
+        for url in (head_url, worker_url):
+            assert requests.post(url + "/v1/classify", data=photo, timeout=60).status_code == 200, url
+        controller_log = "".join(p.read_text(errors="replace")
+                                 for p in cluster.workdir.glob("session_latest/logs/serve/controller_*.log"))
+        assert "replacing Serve proxy with HAProxy" in controller_log
+        assert "enabling proxy on head node only" not in controller_log
 
         stop, outcomes = threading.Event(), []
         with ThreadPoolExecutor(2) as pool:
             for _ in range(2):
-                pool.submit(_steady_load, url, stop, outcomes)
+                pool.submit(_steady_load, head_url, stop, outcomes)
             time.sleep(3)
             killed_at = time.monotonic()
             cluster.kill_worker()
@@ -150,24 +163,27 @@ def test_replicas_span_two_nodes_and_losing_one_under_load_loses_no_answer(tmp_p
                 if len(recent) == 10 and all(status == 200 for status, *_ in recent):
                     break
                 time.sleep(1)
-            recovered_in = time.monotonic() - killed_at
+            recovered_at = time.monotonic()
+            time.sleep(5)  # requests after recovery
             stop.set()
         after = cluster.placement()
     finally:
         interrupt_and_wait(serve_run)
         cluster.close()
 
-    statuses = [answer[0] for _, _, answer in outcomes]
+    failed = [answer for _, _, answer in outcomes if answer[0] != 200]
     slowest = max(seconds for _, seconds, _ in outcomes)
-    print(f"node kill: {len(outcomes)} requests, {statuses.count(200)} answered 200, "
-          f"{statuses.count(503)} 503, others {[a for _, _, a in outcomes if a[0] not in (200, 503)]}; "
-          f"slowest {slowest:.1f} s; back to 10 straight 200s {recovered_in:.1f} s after the kill")
-    assert recovered_in < 150, "the service did not recover on the head node"
+    after_recovery = [answer for start, _, answer in outcomes if start >= recovered_at]
+    print(f"\nnode kill: {len(outcomes)} requests through the surviving node's front door, "
+          f"{len(failed)} not 200 {failed}; slowest {slowest:.1f} s; "
+          f"10 straight 200s {recovered_at - killed_at:.1f} s after the kill; "
+          f"{len(after_recovery)} requests after that")
+    assert recovered_at - killed_at < 150, "the service did not recover on the head node"
     assert {node for nodes in after.values() for node in nodes} == {"head"}, after
     assert set(before) == set(after), "every deployment has a replica again"
-    assert all(answer in {(200, None, None)} or answer == (503, "1", "service_unavailable")
-               for _, _, answer in outcomes), [a for _, _, a in outcomes if a[0] != 200]
-    assert slowest < 45, "no request hangs"
+    assert len(failed) <= 0.01 * len(outcomes), failed
+    assert slowest < 30, "a request hung past the request timeout"
+    assert after_recovery and all(answer[0] == 200 for answer in after_recovery), after_recovery
 
 
 def test_autoscaler_adds_a_replica_under_load_and_removes_it_when_load_stops(service):

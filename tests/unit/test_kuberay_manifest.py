@@ -96,3 +96,15 @@ def test_serve_config_v2_is_serve_config_yaml_but_for_the_cluster_differences(ma
     assert serve_config_v2(manifest) == expected, (
         "serveConfigV2 in deploy/kuberay/rayservice.yaml has drifted from serve_config.yaml"
     )
+
+
+def test_every_pod_runs_its_own_haproxy_front_door(manifest):
+    """Ray's high-throughput guide for KubeRay: HAProxy mode on the head and every worker group,
+    so that each pod's port 8000 is its own HAProxy."""
+    cluster = manifest["spec"]["rayClusterConfig"]
+    groups = [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]
+    for group in groups:
+        (container,) = group["template"]["spec"]["containers"]
+        env = {item["name"]: item["value"] for item in container.get("env", [])}
+        assert env.get("RAY_SERVE_ENABLE_HA_PROXY") == "1", container["name"]
+        assert env.get("RAY_SERVE_THROUGHPUT_OPTIMIZED") == "1", container["name"]

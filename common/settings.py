@@ -143,7 +143,7 @@ class Settings:
     model_name: str = _variable(
         "MODEL_NAME", "efficientnet-lite0", _choice_parser(("efficientnet-lite0", "torchscript")),
         "Which model to serve: the built-in `efficientnet-lite0`, or `torchscript` (the next three "
-        "variables; see \"Serving your own model\").",
+        "variables; \"Serving your own model\").",
     )
     torchscript_path: str | None = _variable(
         "TORCHSCRIPT_MODEL_PATH", "", _optional_text,
@@ -159,22 +159,22 @@ class Settings:
     )
     model_device: str = _variable(
         "MODEL_DEVICE", "cpu", _choice_parser(("cpu", "cuda")),
-        "Where each model replica runs its forward pass; `cuda` needs the CUDA build of torch.",
+        "Where the forward pass runs; `cuda` needs the CUDA build of torch.",
     )
     model_runtime: str = _variable(
         "MODEL_RUNTIME", "auto", _choice_parser(("auto", "openvino", "torch")),
-        "What runs the forward pass: `openvino` (converted from the torch weights at start-up, about "
-        "4× faster on a CPU), `torch` (eager), or `auto`: `openvino` on `cpu`, `torch` on `cuda`.",
+        "`openvino` (converted from the torch weights at start-up, about 4× faster on a CPU), `torch` "
+        "(eager), or `auto`: `openvino` on `cpu`, `torch` on `cuda`.",
     )
     model_precision: str = _variable(
         "MODEL_PRECISION", "f32", _choice_parser(("f32", "bf16")),
-        "`f32`, or `bf16` (`openvino` only, opt-in): faster on CPUs with bf16 units, but top-1 "
-        "changes on about 1 image in 15.",
+        "`f32`, or `bf16` (`openvino` only): faster on CPUs with bf16 units; top-1 changes on about 1 "
+        "image in 15.",
     )
     compiled_model_dir: Path = _variable(
         "COMPILED_MODEL_DIR", "~/.cache/image-classification-service/compiled-models", _path,
-        "Where the converted model is kept, in a folder named by the weights' hash and the "
-        "converter's version; later starts load it in about 0.1 s instead of converting (2–5 s).",
+        "Where the converted model is kept, keyed by the weights' hash and the converter's version; "
+        "later starts load it in about 0.1 s instead of converting (2–5 s).",
     )
     model_num_threads: int = _variable(
         "MODEL_NUM_THREADS", "1", _int_parser(1),
@@ -182,21 +182,17 @@ class Settings:
     )
     model_max_batch_size: int = _variable(
         "MODEL_MAX_BATCH_SIZE", "1", _int_parser(1),
-        "Most concurrent requests one forward pass takes together (Serve's `@serve.batch`); `1` runs "
-        "each alone. Meant for GPUs; see [docs/performance.md](docs/performance.md) before turning it "
-        "on. Give Inference's `max_ongoing_requests` more than this (twice, say): the requests of the "
-        "batch in flight hold their slots.",
+        "Most requests one forward pass takes together (Serve's `@serve.batch`); `1` runs each alone. "
+        "Meant for GPUs (docs/performance.md, \"Batching\"); give Inference's `max_ongoing_requests` "
+        "twice this.",
     )
     model_batch_wait_ms: int = _variable(
         "MODEL_BATCH_WAIT_MS", "5", _int_parser(0),
-        "With `MODEL_MAX_BATCH_SIZE` above 1: how long a batch waits for more requests to join. Serve "
-        "closes a batch when its wait ends, even while the one before still runs, so a wait shorter "
-        "than a forward pass gives small batches.",
+        "With `MODEL_MAX_BATCH_SIZE` above 1: how long a batch waits for more requests.",
     )
     sentry_dsn: str | None = _variable(
         "SENTRY_DSN", "", _optional_text,
-        "Report unexpected errors (never 4xx) to this Sentry DSN, tagged with the request ID; unset "
-        "sends nothing.",
+        "Report unexpected errors (never 4xx) to this Sentry DSN; unset sends nothing.",
     )
     sentry_environment: str | None = _variable(
         "SENTRY_ENVIRONMENT", "production", _optional_text,
@@ -205,8 +201,7 @@ class Settings:
     api_keys_file: str | None = _variable(
         "API_KEYS_FILE", "", _optional_text,
         "File of `<key_id>:<sha256 of the key>` lines. Set, every route but the four health routes "
-        "needs `Authorization: Bearer <key>` (see Security). Unset, the service is open, and says so "
-        "in its log.",
+        "needs `Authorization: Bearer <key>` (see Security); unset, the service is open.",
     )
     rate_limit_rps: float | None = _variable(
         "RATE_LIMIT_RPS", "", _optional_float,

@@ -12,7 +12,7 @@ import math
 import os
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -90,8 +90,12 @@ def _path(name: str, raw: str) -> Path:
 
 
 @dataclass(frozen=True)
-class _Var:
-    """How one environment variable maps to a settings field."""
+class Variable:
+    """One environment variable: its name, its default, how it is parsed, and what it means.
+
+    ``doc`` is Markdown: it is the README's configuration table, word for word
+    (``python -m common.settings --markdown`` prints the table; a unit test compares the two).
+    """
 
     env: str
     default: str
@@ -99,148 +103,126 @@ class _Var:
     doc: str
 
 
-# Field name -> variable. The README's configuration table is this list.
-ENVIRONMENT: dict[str, _Var] = {
-    "max_upload_bytes": _Var(
-        "MAX_UPLOAD_BYTES", str(10 * 1024 * 1024), _int_parser(1),
-        "Largest accepted request body, in bytes; larger bodies get 413.",
-    ),
-    "max_image_pixels": _Var(
-        "MAX_IMAGE_PIXELS", "40000000", _int_parser(1),
-        "Largest accepted width x height; larger images get 422 before their pixels are decoded.",
-    ),
-    "max_image_side": _Var(
-        "MAX_IMAGE_SIDE", "16384", _int_parser(1),
-        "Longest accepted image side, in pixels; longer gets 422.",
-    ),
-    "max_batch_images": _Var(
-        "MAX_BATCH_IMAGES", "8", _int_parser(1),
-        "Most images in one Open Inference Protocol (v2) infer request; more gets 400.",
-    ),
-    "decode_timeout_s": _Var(
-        "DECODE_TIMEOUT_S", "5", _float_parser(0.0),
-        "Wall-clock budget for decoding one image; past it the request gets 422 decode_timeout.",
-    ),
-    "enable_model_cache": _Var(
-        "ENABLE_MODEL_CACHE", "true", parse_bool,
-        "Per-replica LRU cache of predictions: true/1/yes or false/0/no (any case).",
-    ),
-    "model_cache_size": _Var(
-        "MODEL_CACHE_SIZE", "128", _int_parser(0),
-        "Cache entries per model replica; 0 keeps nothing.",
-    ),
-    "model_name": _Var(
-        "MODEL_NAME", "efficientnet-lite0", _choice_parser(("efficientnet-lite0", "torchscript")),
-        "Which model spec to serve: the built-in efficientnet-lite0, or torchscript (below).",
-    ),
-    "torchscript_path": _Var(
-        "TORCHSCRIPT_MODEL_PATH", "", _optional_text,
-        "MODEL_NAME=torchscript: path of the TorchScript classifier file.",
-    ),
-    "torchscript_labels_path": _Var(
-        "TORCHSCRIPT_LABELS_PATH", "", _optional_text,
-        "MODEL_NAME=torchscript: text file with one class label per line.",
-    ),
-    "torchscript_input_size": _Var(
-        "TORCHSCRIPT_INPUT_SIZE", "224", _int_parser(1),
-        "MODEL_NAME=torchscript: square input side the model expects.",
-    ),
-    "model_device": _Var(
-        "MODEL_DEVICE", "cpu", _choice_parser(("cpu", "cuda")),
-        "Where each model replica runs its forward pass; cuda needs a GPU build of torch.",
-    ),
-    "model_runtime": _Var(
-        "MODEL_RUNTIME", "auto", _choice_parser(("auto", "openvino", "torch")),
-        "What runs the forward pass: openvino (compiled from the torch weights at start-up), torch "
-        "(eager), or auto: openvino on cpu, torch on cuda.",
-    ),
-    "model_precision": _Var(
-        "MODEL_PRECISION", "f32", _choice_parser(("f32", "bf16")),
-        "f32, or bf16 (openvino only, opt-in: faster on CPUs with bf16 units, answers move; "
-        "see docs/performance.md).",
-    ),
-    "compiled_model_dir": _Var(
-        "COMPILED_MODEL_DIR", "~/.cache/image-classification-service/compiled-models", _path,
-        "Where converted models are kept, keyed by the weights' hash, so later starts skip the conversion.",
-    ),
-    "model_num_threads": _Var(
-        "MODEL_NUM_THREADS", "1", _int_parser(1),
-        "Threads for each model replica's forward pass.",
-    ),
-    "model_max_batch_size": _Var(
-        "MODEL_MAX_BATCH_SIZE", "1", _int_parser(1),
-        "Most concurrent requests one forward pass takes together (Serve's @serve.batch); 1 runs each "
-        "alone. Meant for GPUs, where 16 images cost about what one does; measured in "
-        "docs/performance.md. Give Inference's max_ongoing_requests more than this (twice, say): the "
-        "requests of the batch in flight hold their slots.",
-    ),
-    "model_batch_wait_ms": _Var(
-        "MODEL_BATCH_WAIT_MS", "5", _int_parser(0),
-        "With MODEL_MAX_BATCH_SIZE above 1: how long a batch waits for more requests to join. Serve "
-        "closes a batch when its wait ends, even while the one before still runs, so a wait shorter "
-        "than a forward pass gives small batches.",
-    ),
-    "sentry_dsn": _Var(
-        "SENTRY_DSN", "", _optional_text,
-        "Report unexpected errors (never 4xx) to this Sentry DSN; unset sends nothing.",
-    ),
-    "sentry_environment": _Var(
-        "SENTRY_ENVIRONMENT", "production", _optional_text,
-        "Environment name attached to Sentry events.",
-    ),
-    "api_keys_file": _Var(
-        "API_KEYS_FILE", "", _optional_text,
-        "File of '<key_id>:<sha256 of key>' lines; set, every route but health needs 'Authorization: Bearer "
-        "<key>'. Unset, the service is open.",
-    ),
-    "rate_limit_rps": _Var(
-        "RATE_LIMIT_RPS", "", _optional_float,
-        "Requests per second per API key, per ingress replica (token bucket); unset means no limit.",
-    ),
-    "rate_limit_burst": _Var(
-        "RATE_LIMIT_BURST", "", _optional_int,
-        "Requests a key may send at once above the rate; unset, RATE_LIMIT_RPS rounded up (at least 1).",
-    ),
-    "readiness_timeout_s": _Var(
-        "READINESS_TIMEOUT_S", "5", _float_parser(0.0),
-        "How long GET /readyz waits for each deployment before answering 503.",
-    ),
-}
+def _variable(env: str, default: str, parse: Callable[[str, str], Any], doc: str) -> Any:
+    """A settings field read from ``env``; the field's name and type are declared beside it."""
+    return field(metadata={"variable": Variable(env, default, parse, doc)})
 
 
 @dataclass(frozen=True)
 class Settings:
-    max_upload_bytes: int
-    max_image_pixels: int
-    max_image_side: int
-    max_batch_images: int
-    decode_timeout_s: float
-    enable_model_cache: bool
-    model_cache_size: int
-    model_name: str
-    torchscript_path: str | None
-    torchscript_labels_path: str | None
-    torchscript_input_size: int
-    model_device: str
-    model_runtime: str
-    model_precision: str
-    compiled_model_dir: Path
-    model_num_threads: int
-    model_max_batch_size: int
-    model_batch_wait_ms: int
-    sentry_dsn: str | None
-    sentry_environment: str | None
-    api_keys_file: str | None
-    rate_limit_rps: float | None
-    rate_limit_burst: int | None
-    readiness_timeout_s: float
+    """Every setting, in the order of the README's configuration table."""
+
+    max_upload_bytes: int = _variable(
+        "MAX_UPLOAD_BYTES", str(10 * 1024 * 1024), _int_parser(1),
+        "Largest accepted request body, in bytes; larger bodies get 413.",
+    )
+    max_image_pixels: int = _variable(
+        "MAX_IMAGE_PIXELS", "40000000", _int_parser(1),
+        "Largest accepted width × height; larger images get 422 before their pixels are decoded.",
+    )
+    max_image_side: int = _variable(
+        "MAX_IMAGE_SIDE", "16384", _int_parser(1),
+        "Longest accepted image side, in pixels; longer gets 422.",
+    )
+    max_batch_images: int = _variable(
+        "MAX_BATCH_IMAGES", "8", _int_parser(1),
+        "Most images in one Open Inference Protocol (v2) infer request; more gets 400.",
+    )
+    decode_timeout_s: float = _variable(
+        "DECODE_TIMEOUT_S", "5", _float_parser(0.0),
+        "Wall-clock budget for decoding one image; past it the request gets 422 `decode_timeout`.",
+    )
+    enable_model_cache: bool = _variable(
+        "ENABLE_MODEL_CACHE", "true", parse_bool,
+        "Per-replica LRU cache of predictions: `true`/`1`/`yes` or `false`/`0`/`no`, any case.",
+    )
+    model_cache_size: int = _variable(
+        "MODEL_CACHE_SIZE", "128", _int_parser(0),
+        "Cache entries per model replica; `0` keeps nothing.",
+    )
+    model_name: str = _variable(
+        "MODEL_NAME", "efficientnet-lite0", _choice_parser(("efficientnet-lite0", "torchscript")),
+        "Which model to serve: the built-in `efficientnet-lite0`, or `torchscript` (the next three "
+        "variables; \"Serving your own model\").",
+    )
+    torchscript_path: str | None = _variable(
+        "TORCHSCRIPT_MODEL_PATH", "", _optional_text,
+        "`MODEL_NAME=torchscript`: path of the TorchScript classifier file.",
+    )
+    torchscript_labels_path: str | None = _variable(
+        "TORCHSCRIPT_LABELS_PATH", "", _optional_text,
+        "`MODEL_NAME=torchscript`: text file with one class label per line.",
+    )
+    torchscript_input_size: int = _variable(
+        "TORCHSCRIPT_INPUT_SIZE", "224", _int_parser(1),
+        "`MODEL_NAME=torchscript`: square input side the model expects.",
+    )
+    model_device: str = _variable(
+        "MODEL_DEVICE", "cpu", _choice_parser(("cpu", "cuda")),
+        "Where the forward pass runs; `cuda` needs the CUDA build of torch.",
+    )
+    model_runtime: str = _variable(
+        "MODEL_RUNTIME", "auto", _choice_parser(("auto", "openvino", "torch")),
+        "`openvino` (converted from the torch weights at start-up, about 4× faster on a CPU), `torch` "
+        "(eager), or `auto`: `openvino` on `cpu`, `torch` on `cuda`.",
+    )
+    model_precision: str = _variable(
+        "MODEL_PRECISION", "f32", _choice_parser(("f32", "bf16")),
+        "`f32`, or `bf16` (`openvino` only): faster on CPUs with bf16 units; top-1 changes on about 1 "
+        "image in 15.",
+    )
+    compiled_model_dir: Path = _variable(
+        "COMPILED_MODEL_DIR", "~/.cache/image-classification-service/compiled-models", _path,
+        "Where the converted model is kept, keyed by the weights' hash and the converter's version; "
+        "later starts load it in about 0.1 s instead of converting (2–5 s).",
+    )
+    model_num_threads: int = _variable(
+        "MODEL_NUM_THREADS", "1", _int_parser(1),
+        "Threads for each model replica's forward pass.",
+    )
+    model_max_batch_size: int = _variable(
+        "MODEL_MAX_BATCH_SIZE", "1", _int_parser(1),
+        "Most requests one forward pass takes together (Serve's `@serve.batch`); `1` runs each alone. "
+        "Meant for GPUs (docs/performance.md, \"Batching\"); give Inference's `max_ongoing_requests` "
+        "twice this.",
+    )
+    model_batch_wait_ms: int = _variable(
+        "MODEL_BATCH_WAIT_MS", "5", _int_parser(0),
+        "With `MODEL_MAX_BATCH_SIZE` above 1: how long a batch waits for more requests.",
+    )
+    sentry_dsn: str | None = _variable(
+        "SENTRY_DSN", "", _optional_text,
+        "Report unexpected errors (never 4xx) to this Sentry DSN; unset sends nothing.",
+    )
+    sentry_environment: str | None = _variable(
+        "SENTRY_ENVIRONMENT", "production", _optional_text,
+        "Environment name attached to Sentry events.",
+    )
+    api_keys_file: str | None = _variable(
+        "API_KEYS_FILE", "", _optional_text,
+        "File of `<key_id>:<sha256 of the key>` lines. Set, every route but the four health routes "
+        "needs `Authorization: Bearer <key>` (see Security); unset, the service is open.",
+    )
+    rate_limit_rps: float | None = _variable(
+        "RATE_LIMIT_RPS", "", _optional_float,
+        "Requests per second per API key, per ingress replica (token bucket); unset means no limit.",
+    )
+    rate_limit_burst: int | None = _variable(
+        "RATE_LIMIT_BURST", "", _optional_int,
+        "Requests a key may send at once above the rate; unset, `RATE_LIMIT_RPS` rounded up (at "
+        "least 1).",
+    )
+    readiness_timeout_s: float = _variable(
+        "READINESS_TIMEOUT_S", "5", _float_parser(0.0),
+        "How long `GET /readyz` waits for each deployment before answering 503.",
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         environ = os.environ if environ is None else environ
         values = {
-            field: var.parse(var.env, environ.get(var.env, var.default))
-            for field, var in ENVIRONMENT.items()
+            name: var.parse(var.env, environ.get(var.env, var.default))
+            for name, var in ENVIRONMENT.items()
         }
         settings = cls(**values)
         settings._check_model_choice()
@@ -254,11 +236,9 @@ class Settings:
 
     def _check_model_choice(self) -> None:
         if self.model_name == "torchscript":
-            for field in ("torchscript_path", "torchscript_labels_path"):
-                if getattr(self, field) is None:
-                    env = ENVIRONMENT[field].env
-                    raise SettingsError(f"{env} must be set when MODEL_NAME=torchscript")
-
+            for name in ("torchscript_path", "torchscript_labels_path"):
+                if getattr(self, name) is None:
+                    raise SettingsError(f"{ENVIRONMENT[name].env} must be set when MODEL_NAME=torchscript")
 
     @property
     def runtime(self) -> str:
@@ -274,24 +254,43 @@ class Settings:
             raise SettingsError(f"MODEL_PRECISION=bf16 needs the openvino runtime, not {self.runtime}")
 
 
+# Field name -> its variable, in declaration order: read off the fields, never declared apart.
+ENVIRONMENT: dict[str, Variable] = {f.name: f.metadata["variable"] for f in fields(Settings)}
+
+
+def markdown_table() -> str:
+    """The README's configuration table: every variable, its default and its doc."""
+    rows = ["| Variable | Default | Meaning |", "|---|---|---|"]
+    for var in ENVIRONMENT.values():
+        default = f"`{var.default}`" if var.default else ""
+        rows.append(f"| `{var.env}` | {default} | {var.doc} |")
+    return "\n".join(rows)
+
+
 @functools.cache
 def get_settings() -> Settings:
     """The process's settings, read from the environment on first use."""
     return Settings.from_env()
 
 
-def main() -> int:
-    """``python -m common.settings``: print the effective settings, or why they are invalid."""
+def main(argv: list[str]) -> int:
+    """``python -m common.settings``: print the effective settings, or why they are invalid.
+
+    ``--markdown`` prints the README's configuration table instead.
+    """
+    if argv == ["--markdown"]:
+        print(markdown_table())
+        return 0
     try:
         settings = Settings.from_env()
     except SettingsError as exc:
         print(f"invalid configuration: {exc}", file=sys.stderr)
         return 2
-    for field, var in ENVIRONMENT.items():
+    for name, var in ENVIRONMENT.items():
         source = "env" if var.env in os.environ else "default"
-        print(f"{var.env:<24} {getattr(settings, field)!s:<20} ({source})")
+        print(f"{var.env:<24} {getattr(settings, name)!s:<20} ({source})")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

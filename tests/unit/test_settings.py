@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from common.settings import ENVIRONMENT, Settings, SettingsError
+from common.settings import Settings, SettingsError, markdown_table
 
 
 def test_defaults_when_environment_is_empty():
@@ -34,10 +34,6 @@ def test_auto_runtime_is_openvino_on_cpu_and_torch_on_cuda(env, runtime):
 def test_impossible_runtime_choices_fail_naming_the_variable(env, named):
     with pytest.raises(SettingsError, match=named):
         Settings.from_env(env)
-
-
-def test_every_field_has_an_environment_variable():
-    assert set(ENVIRONMENT) == set(Settings.__dataclass_fields__)
 
 
 @pytest.mark.parametrize("raw", ["true", "TRUE", "True", "1", "yes", "YES", " yes "])
@@ -101,3 +97,11 @@ def test_check_command_prints_effective_values(tmp_path):
     assert result.returncode == 0
     line = next(l for l in result.stdout.splitlines() if l.startswith("MODEL_CACHE_SIZE"))
     assert "256" in line and "(env)" in line
+
+
+def test_markdown_command_prints_the_configuration_table(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "common.settings", "--markdown"], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert result.returncode == 0
+    assert result.stdout.strip() == markdown_table()

@@ -62,7 +62,7 @@ def test_haproxy_serves_its_prometheus_metrics(service):
     assert "haproxy_backend_active_servers" in text
 
 
-def _both_replicas_answer(url: str, timeout_s: float = 60) -> None:
+def _both_replicas_answer(url: str, timeout_s: float = 120) -> None:
     """Wait until both replicas answer through HAProxy: it learns of a new or restarted replica
     by a reload, and a test that starts while one is in flight would measure the reload."""
     deadline = time.monotonic() + timeout_s
@@ -77,9 +77,10 @@ def _both_replicas_answer(url: str, timeout_s: float = 60) -> None:
     pytest.fail(f"the two replicas of {url} did not both answer within {timeout_s:g} s")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def dying_ingress(service):
-    """dying_ingress.py, two replicas, at /dying on the session's front door."""
+    """dying_ingress.py, two replicas, at /dying on the session's front door; new for each test,
+    since Serve backs off restarting a deployment whose replicas keep dying."""
     serve.run(DyingIngress.options(num_replicas=2).bind(), name="dying", route_prefix="/dying")
     yield service.url("/dying")
     serve.delete("dying")
@@ -108,7 +109,7 @@ def _die(url: str, body: bytes) -> tuple[str, float]:
     (65536, {"text 500", "closed"}),  # past it: never replayed
 ])
 def test_a_request_whose_ingress_replica_dies_gets_haproxys_answer_never_json_or_a_hang(dying_ingress, size, answers):
-    outcomes = [_die(dying_ingress, b"x" * size) for _ in range(3)]
+    outcomes = [_die(dying_ingress, b"x" * size) for _ in range(2)]
     print(f"\nreplica died under a {size}-byte request: {outcomes}")
     assert {answer for answer, _ in outcomes} <= answers, outcomes
     assert all(seconds < 30 for _, seconds in outcomes), outcomes

@@ -158,6 +158,7 @@ def test_stopping_frees_every_port_and_a_second_start_works(tmp_path_factory):
                 # serve run's Ctrl-C shuts Serve down: replicas drain (up to 20 s), HAProxy stops.
                 interrupt_and_wait(serve_run, timeout_s=180)
             assert serve_run.returncode == 0, f"serve run did not shut Serve down after the {attempt} Ctrl-C"
+            assert "failed to shut down" not in log.read_text(), f"Serve's controller was killed after the {attempt} Ctrl-C"
             assert _wait_until_free(ports.all()) == {}, f"still listening after the {attempt} Ctrl-C"
     finally:
         interrupt_and_wait(head, timeout_s=120)

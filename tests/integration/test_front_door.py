@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -129,6 +130,13 @@ def _wait_until_free(ports: set[int], timeout_s: float = 120) -> dict[int, set[s
     return still
 
 
+def _wait_for_ray_start(head: subprocess.Popen, log: Path, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while "Ray runtime started" not in log.read_text(errors="replace"):
+        assert head.poll() is None and time.monotonic() < deadline, log.read_text(errors="replace")[-2000:]
+        time.sleep(0.5)
+
+
 def test_stopping_frees_every_port_and_a_second_start_works(tmp_path_factory):
     """The README's sequence on a Ray instance of its own: `ray start --head`, `serve run`,
     Ctrl-C, `serve run` again, Ctrl-C, then the Ray instance stopped."""
@@ -146,6 +154,7 @@ def test_stopping_frees_every_port_and_a_second_start_works(tmp_path_factory):
     address, base_url, log = f"127.0.0.1:{gcs_port}", f"http://{HOST}:{ports.front_door}", workdir / "serve.log"
     front_door_pids: set[int] = set()
     try:
+        _wait_for_ray_start(head, workdir / "ray.log")
         for attempt in ("first", "second"):
             serve_run = _start(config_path, address, log)
             try:
@@ -162,6 +171,7 @@ def test_stopping_frees_every_port_and_a_second_start_works(tmp_path_factory):
             assert _wait_until_free(ports.all()) == {}, f"still listening after the {attempt} Ctrl-C"
     finally:
         interrupt_and_wait(head, timeout_s=120)
+        shutil.rmtree(workdir, ignore_errors=True)
     assert _wait_until_free(ports.all()) == {}, "still listening after the Ray instance stopped"
     assert front_door_pids, "no process was seen listening on the front door"
     assert not [pid for pid in front_door_pids if psutil.pid_exists(pid)], "an HAProxy outlived the service"

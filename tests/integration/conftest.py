@@ -11,6 +11,7 @@ import contextlib
 import os
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -27,6 +28,12 @@ from loadtests.service import interrupt_and_wait, serve_config, wait_until_ready
 from serve_app.keys import new_key
 
 ROOT = Path(__file__).resolve().parents[2]
+
+# A run started in the background (`&` in a script, nohup) ignores SIGINT, and the processes it
+# starts inherit that: `serve run` would ignore the Ctrl-C with which the tests stop it, and be
+# killed instead, leaving Serve running. A handler of our own is reset to the default at exec.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 STARTUP_TIMEOUT_S = 240
 
 # Non-default values, so the tests prove the environment reaches the replicas.

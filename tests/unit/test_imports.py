@@ -14,7 +14,7 @@ PACKAGES = ("serve_app", "deployments", "common")
 # Each layer may import only the layers below it.
 LAYERS_BELOW = {"serve_app": {"deployments", "common"}, "deployments": {"common"}, "common": set()}
 MODULES = [
-    "serve_app.app", "serve_app.ingress", "serve_app.http_errors", "common.settings", "common.errors",
+    "serve_app.app", "serve_app.ingress", "serve_app.http_errors", "serve_app.edge", "common.settings", "common.errors",
     "common.contracts", "deployments.validation", "deployments.preprocessing",
     "deployments.inference.deployment", "deployments.inference.spec",
 ]

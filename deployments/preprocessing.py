@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageOps
 from ray import serve
 
+from common.console import show_on_console
 from common.contracts import DecodedImage, InputGeometry
 from common.error_tracking import init_error_tracking, reports_unexpected_errors
 from common.errors import DecodeTimeout, ImageTooLarge, ServiceError, UndecodableImage
@@ -141,6 +142,7 @@ class BudgetedDecoder:
 class Preprocessing:
     def __init__(self, geometry: InputGeometry) -> None:
         """``geometry`` is the model's input, bound when the graph is built (serve_app/app.py)."""
+        show_on_console()
         settings = get_settings()
         init_error_tracking(settings)
         decoder = ImageDecoder(geometry, settings.max_image_pixels, settings.max_image_side)

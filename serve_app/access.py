@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from common.console import CONSOLE
 from common.errors import ServiceError
 from common.metrics import RequestCounter
 from common.settings import Settings
@@ -28,12 +29,13 @@ ErrorHandler = Callable[[Request, Exception], Awaitable[Response]]
 def access_control(settings: Settings) -> AccessControl | None:
     """API keys and rate limits from the settings; None (and one clear log line) when keys are off."""
     if settings.api_keys_file is None:
-        logger.warning("API keys are off: every route is open to anyone who can reach the port (set API_KEYS_FILE)")
+        logger.warning("API keys are off: every route is open to anyone who can reach the port (set API_KEYS_FILE)",
+                       extra=CONSOLE)
         return None
     hashes = parse_key_file(Path(settings.api_keys_file))
     logger.info("API keys on: %d key(s) from %s; rate limit %s", len(hashes), settings.api_keys_file,
                 f"{settings.rate_limit_rps:g}/s per key per ingress replica, burst {settings.rate_limit_burst}"
-                if settings.rate_limit_rps else "off")
+                if settings.rate_limit_rps else "off", extra=CONSOLE)
     return AccessControl(hashes, settings.rate_limit_rps, settings.rate_limit_burst)
 
 

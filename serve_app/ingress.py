@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from common.console import show_on_console
 from common.contracts import Prediction
 from common.error_tracking import init_error_tracking
 from common.metrics import RejectionCounter, RequestCounter, StageTimer
@@ -57,6 +58,7 @@ class Ingress:
         preprocessing: DeploymentHandle,
         inference: DeploymentHandle,
     ) -> None:
+        show_on_console()
         self._settings = get_settings()
         init_error_tracking(self._settings)
         self._plane = DataPlane(validation, preprocessing, inference, cache_enabled=self._settings.enable_model_cache,

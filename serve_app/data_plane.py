@@ -18,20 +18,32 @@ from ray.serve.handle import DeploymentHandle
 
 from common.contracts import Prediction
 from common.errors import Unavailable
+from serve_app.http_errors import triage
 
 logger = logging.getLogger("ray.serve")
 
 READINESS_CACHE_S = 1.0
 
 
-async def retry_once_if_replica_died(call: Callable[[], Awaitable], request_id: str):
+async def call_graph(call: Callable[[], Awaitable], request_id: str):
     """Await ``call()``; if its replica died under it, call once more. Classification is
-    idempotent, so a retry cannot do harm, and Serve routes it to a live replica."""
+    idempotent, so a retry cannot do harm, and Serve routes it to a live replica.
+
+    A failure comes out as its typed error (:func:`~serve_app.http_errors.triage`), never as
+    Ray's or Serve's: Serve installs its own plain-text handlers for some of those (backpressure)
+    on the ingress's app, in place of the service's JSON error.
+    """
     try:
-        return await call()
-    except (RayActorError, ActorUnavailableError) as exc:
-        logger.warning("request %s: replica failed (%s); retrying once", request_id, type(exc).__name__)
-        return await call()
+        try:
+            return await call()
+        except (RayActorError, ActorUnavailableError) as exc:
+            logger.warning("request %s: replica failed (%s); retrying once", request_id, type(exc).__name__)
+            return await call()
+    except Exception as exc:
+        error = triage(exc, request_id)
+        if error is exc:
+            raise
+        raise error from exc
 
 
 class DataPlane:
@@ -53,12 +65,12 @@ class DataPlane:
         # reach the replica whose cache owns it.
         model = self._inference.options(session_id=sha256)
         if self._cache_enabled:
-            prediction = await retry_once_if_replica_died(
+            prediction = await call_graph(
                 lambda: model.lookup.remote(sha256, top_k, request_id), request_id
             )
             if prediction is not None:
                 return prediction
-        validated = await retry_once_if_replica_died(
+        validated = await call_graph(
             lambda: self._validation.validate.remote(data, request_id), request_id
         )
         if claimed_format and claimed_format != validated.format:
@@ -69,7 +81,7 @@ class DataPlane:
         # Chained, so that one retry covers both calls. With gRPC between deployments (the
         # throughput mode) Serve resolves the decoded array here and sends it on; with Ray actor
         # calls it would pass from replica to replica by reference.
-        return await retry_once_if_replica_died(
+        return await call_graph(
             lambda: model.classify.remote(
                 self._preprocessing.preprocess.remote(data, validated.format, request_id), sha256, top_k, request_id
             ),
@@ -86,6 +98,8 @@ class DataPlane:
         if time.monotonic() - checked_at > READINESS_CACHE_S:
             failure = await self._stage_failures()
             self._readiness = (time.monotonic(), failure)
+            if failure:
+                logger.warning("readiness: %s", failure)
         if failure:
             raise Unavailable(failure)
 
@@ -102,12 +116,12 @@ class DataPlane:
         not_ready = [name for name, ok in zip(stages, results) if not ok]
         return f"not ready: {', '.join(not_ready)}" if not_ready else None
 
-    async def model(self) -> dict:
+    async def model(self, request_id: str) -> dict:
         """What the model replica reports about itself (``/v1/model``), asked once per ingress."""
         if self._model_description is None:
             try:
                 self._model_description = await asyncio.wait_for(
-                    self._inference.describe.remote(), self._readiness_timeout_s
+                    call_graph(lambda: self._inference.describe.remote(), request_id), self._readiness_timeout_s
                 )
             except asyncio.TimeoutError:
                 raise Unavailable("the model is still loading; retry shortly") from None

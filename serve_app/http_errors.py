@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 import math
 
-from ray.exceptions import ActorUnavailableError, RayActorError, RayError, RayTaskError
-from ray.serve.exceptions import BackPressureError, RayServeException
+from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
+from ray.serve.exceptions import BackPressureError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -123,19 +123,18 @@ class ErrorResponses:
 
     @property
     def handlers(self) -> dict:
-        """Starlette's ``exception_handlers``: the errors raised on purpose, by a route or a stage
-        (typed errors; Ray's when a stage failed, died or shed the call), and the routing's own.
+        """Starlette's ``exception_handlers``: the typed errors (the data plane turns the graph's
+        failures into them too) and the routing's own 404 and 405.
 
         Not ``Exception``: Starlette gives that one to its outermost middleware, which answers and
         raises again, past the access middleware's count. A fault is answered by :meth:`respond`
         from the access middleware instead (``serve_app/access.py``).
         """
-        return {HTTPException: self.no_route, errors.ServiceError: self.respond, RayError: self.respond,
-                RayServeException: self.respond}
+        return {HTTPException: self.no_route, errors.ServiceError: self.respond}
 
     async def respond(self, request: Request, exc: Exception) -> Response:
         request_id = request_id_of(request)
-        error = triage(exc, request_id)
+        error = exc if isinstance(exc, errors.ServiceError) else triage(exc, request_id)
         if is_open_inference(request.scope):
             response = open_inference_error_response(error)
         else:

@@ -98,7 +98,7 @@ class Ingress:
         return JSONResponse({"status": "ready"})
 
     async def model_info(self, request: Request) -> Response:
-        return JSONResponse(await self._plane.model())
+        return JSONResponse(await self._plane.model(request_id_of(request)))
 
     async def classify(self, request: Request) -> Response:
         request_id = request_id_of(request)

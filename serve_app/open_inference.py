@@ -89,7 +89,7 @@ class OpenInference:
 
     async def _model_named(self, request: Request) -> dict:
         """The served model, if the path names it and its one version; else :class:`NotFound`."""
-        model = await self._plane.model()
+        model = await self._plane.model(request_id_of(request))
         name, version = request.path_params["model"], request.path_params.get("version", codec.VERSION)
         if name != model["name"]:
             raise NotFound(f"unknown model {name!r}; this server serves {model['name']!r}")

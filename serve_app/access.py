@@ -77,7 +77,7 @@ class AccessMiddleware:
                     answer = await self._on_error(request, refusal)
             await answer(scope, receive, counting_send)
         except Exception as fault:
-            if status is not None:
+            if status is not None:  # a response already begun cannot be replaced
                 raise
             await (await self._on_error(request, fault))(scope, receive, counting_send)
         finally:

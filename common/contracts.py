@@ -6,6 +6,7 @@
 
 The ingress hashes the bytes itself: the SHA-256 keys the cache and picks the Inference replica
 that owns it, so a repeated image is answered after one hop, before any validation or decoding.
+Preprocessing is bound with the model's :class:`InputGeometry`, so its output fits the model.
 """
 
 from __future__ import annotations
@@ -13,6 +14,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+
+@dataclass(frozen=True)
+class InputGeometry:
+    """How preprocessing turns a decoded image into the model's square uint8 input."""
+
+    size: int
+    crop_fraction: float
 
 
 @dataclass(frozen=True)

@@ -17,13 +17,13 @@ import numpy as np
 from PIL import Image, ImageOps
 from ray import serve
 
-from common.contracts import DecodedImage
+from common.console import show_on_console
+from common.contracts import DecodedImage, InputGeometry
 from common.error_tracking import init_error_tracking, reports_unexpected_errors
 from common.errors import DecodeTimeout, ImageTooLarge, ServiceError, UndecodableImage
 from common.metrics import DecodedSizeHistogram, StageTimer
 from common.settings import get_settings
 from deployments.image_header import check_dimensions
-from deployments.inference.spec import InputGeometry, input_geometry
 from deployments.self_test import self_test_png
 
 logger = logging.getLogger("ray.serve")
@@ -140,10 +140,12 @@ class BudgetedDecoder:
 
 @serve.deployment(name="Preprocessing")
 class Preprocessing:
-    def __init__(self) -> None:
+    def __init__(self, geometry: InputGeometry) -> None:
+        """``geometry`` is the model's input, bound when the graph is built (serve_app/app.py)."""
+        show_on_console()
         settings = get_settings()
         init_error_tracking(settings)
-        decoder = ImageDecoder(input_geometry(settings), settings.max_image_pixels, settings.max_image_side)
+        decoder = ImageDecoder(geometry, settings.max_image_pixels, settings.max_image_side)
         self._decoder = BudgetedDecoder(decoder, settings.decode_timeout_s)
         self._timer = StageTimer("preprocess")
         self._decoded_size = DecodedSizeHistogram()

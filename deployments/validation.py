@@ -10,6 +10,7 @@ import logging
 
 from ray import serve
 
+from common.console import show_on_console
 from common.contracts import ValidatedImage
 from common.error_tracking import init_error_tracking, reports_unexpected_errors
 from common.errors import (
@@ -100,6 +101,7 @@ class ImageValidator:
 @serve.deployment(name="Validation")
 class Validation:
     def __init__(self) -> None:
+        show_on_console()
         settings = get_settings()
         init_error_tracking(settings)
         self._validator = ImageValidator.from_settings(settings)

@@ -22,9 +22,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from common.errors import RequestTimeout, ServiceError, Unavailable
 from serve_app.http_errors import error_body, headers_for, open_inference_error_body, status_of
+from serve_app.routes import REQUEST_ID_HEADER, is_open_inference
 
 CLIENT_CONTROL_HEADERS = frozenset({b"x-request-timeout-seconds", b"x-request-disconnect-disabled"})
-REQUEST_ID_HEADER = b"x-request-id"
+REQUEST_ID = REQUEST_ID_HEADER.encode()  # as ASGI carries header names
 # What Serve's own plain-text error responses mean.
 SERVE_STATUS_ERRORS: dict[int, type[ServiceError]] = {408: RequestTimeout, 429: Unavailable, 503: Unavailable}
 SERVE_MESSAGES = {
@@ -44,8 +45,8 @@ class EdgeHeaders:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             headers = [(k, v) for k, v in scope["headers"] if k.lower() not in CLIENT_CONTROL_HEADERS]
-            if not any(k.lower() == REQUEST_ID_HEADER for k, _ in headers):
-                headers.append((REQUEST_ID_HEADER, uuid.uuid4().hex.encode()))
+            if not any(k.lower() == REQUEST_ID for k, _ in headers):
+                headers.append((REQUEST_ID, uuid.uuid4().hex.encode()))
             scope = {**scope, "headers": headers}
         await self.app(scope, receive, send)
 
@@ -75,7 +76,7 @@ class JsonServeErrors:
                 start, held = held, None
                 error = SERVE_STATUS_ERRORS[start["status"]]
                 await _send_json_error(send, start["status"], error(SERVE_MESSAGES[error]), start.get("headers", []),
-                                       open_inference=_is_open_inference(scope))
+                                       open_inference=is_open_inference(scope))
                 return
             await send(message)
 
@@ -83,8 +84,8 @@ class JsonServeErrors:
         if not started:
             headers = [(k.lower().encode(), v.encode()) for k, v in (headers_for(LOST_REPLICA) or {}).items()]
             await _send_json_error(send, status_of(LOST_REPLICA), LOST_REPLICA, headers,
-                                   request_id=dict(scope["headers"]).get(REQUEST_ID_HEADER, b""),
-                                   open_inference=_is_open_inference(scope))
+                                   request_id=dict(scope["headers"]).get(REQUEST_ID, b""),
+                                   open_inference=is_open_inference(scope))
 
 
 def _is_serve_error(start: Message) -> bool:
@@ -92,20 +93,13 @@ def _is_serve_error(start: Message) -> bool:
     return start["status"] in SERVE_STATUS_ERRORS and content_type.startswith(b"text/plain")
 
 
-def _is_open_inference(scope: Scope) -> bool:
-    """Under /v2 (after any application's route prefix) the Open Inference Protocol's error body
-    applies: ``{"error": "<message>"}``."""
-    path = scope["path"]
-    return path.endswith("/v2") or "/v2/" in path
-
-
 async def _send_json_error(send: Send, status: int, error: ServiceError, headers: list,
                            request_id: bytes | None = None, open_inference: bool = False) -> None:
     headers = [(k, v) for k, v in headers if k.lower() not in (b"content-type", b"content-length")]
     if request_id is None:
-        request_id = next((v for k, v in headers if k.lower() == REQUEST_ID_HEADER), b"")
+        request_id = next((v for k, v in headers if k.lower() == REQUEST_ID), b"")
     else:
-        headers.append((REQUEST_ID_HEADER, request_id))
+        headers.append((REQUEST_ID, request_id))
     document = open_inference_error_body(error) if open_inference else error_body(error, request_id.decode("latin-1"))
     body = json.dumps(document).encode()
     headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]

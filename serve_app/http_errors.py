@@ -1,4 +1,5 @@
-"""The one place that turns typed errors into HTTP: status codes and the JSON error body.
+"""The one place that turns typed errors into HTTP: status codes, the JSON error bodies, and the
+ingress's Starlette exception handlers.
 
 Stages raise the typed errors of ``common.errors``; Ray wraps them in ``RayTaskError`` on the way
 back, and :func:`as_service_error` unwraps them. Nothing else picks a status code.
@@ -6,13 +7,21 @@ back, and :func:`as_service_error` unwraps them. Nothing else picks a status cod
 
 from __future__ import annotations
 
+import logging
 import math
 
 from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 from ray.serve.exceptions import BackPressureError
-from starlette.responses import JSONResponse
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 
 from common import errors
+from common.error_tracking import report as report_to_error_tracking
+from common.metrics import RejectionCounter
+from serve_app.routes import is_open_inference, request_id_of
+
+logger = logging.getLogger("ray.serve")
 
 # Looked up along each error's class hierarchy, most specific first.
 STATUS_CODES: dict[type[errors.ServiceError], int] = {
@@ -89,3 +98,52 @@ def as_service_error(exc: BaseException) -> errors.ServiceError:
     if isinstance(exc, (BackPressureError, RayActorError, ActorUnavailableError)):
         return errors.Unavailable("the service is at capacity or recovering; retry shortly")
     return errors.InternalError("internal error; the request ID identifies it in the server logs")
+
+
+def triage(exc: Exception, request_id: str) -> errors.ServiceError:
+    """The typed error for ``exc``. Only a fault is logged at ERROR and reported to error
+    tracking; overload and recovery are logged at WARNING, and a client's mistake is left to the
+    access log and the rejection counter, so a traffic spike cannot flood either."""
+    error = as_service_error(exc)
+    if isinstance(error, errors.InternalError):
+        logger.error("request %s failed: %r", request_id, exc, exc_info=exc)
+        if not isinstance(exc, RayTaskError):  # a stage's own fault: reported there
+            report_to_error_tracking(exc, request_id)
+    elif isinstance(error, errors.Unavailable):
+        logger.warning("request %s: %s (%s)", request_id, error.message, type(exc).__name__)
+    return error
+
+
+class ErrorResponses:
+    """The ingress's exception handlers: whatever a route raises is answered with its protocol's
+    JSON error (the Open Inference Protocol's under /v2) and counted by status and code."""
+
+    def __init__(self, rejections: RejectionCounter) -> None:
+        self._rejections = rejections
+
+    @property
+    def handlers(self) -> dict:
+        """Starlette's ``exception_handlers``: the typed errors (the data plane turns the graph's
+        failures into them too) and the routing's own 404 and 405.
+
+        Not ``Exception``: Starlette gives that one to its outermost middleware, which answers and
+        raises again, past the access middleware's count. A fault is answered by :meth:`respond`
+        from the access middleware instead (``serve_app/access.py``).
+        """
+        return {HTTPException: self.no_route, errors.ServiceError: self.respond}
+
+    async def respond(self, request: Request, exc: Exception) -> Response:
+        request_id = request_id_of(request)
+        error = exc if isinstance(exc, errors.ServiceError) else triage(exc, request_id)
+        if is_open_inference(request.scope):
+            response = open_inference_error_response(error)
+        else:
+            response = error_response(error, request_id)
+        self._rejections.count(response.status_code, error.code)
+        return response
+
+    async def no_route(self, request: Request, exc: HTTPException) -> Response:
+        if exc.status_code == 405:
+            return await self.respond(request, errors.MethodNotAllowed(
+                f"{request.method} is not allowed on {request.url.path}"))
+        return await self.respond(request, errors.NotFound(f"no route {request.url.path}"))

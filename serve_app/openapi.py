@@ -1,12 +1,15 @@
 """The OpenAPI 3.1 document of every route the ingress serves (``GET /openapi.json``).
 
-Written by hand, next to the route table it describes; ``tests/unit/test_openapi.py`` validates it
-and checks that it names exactly the routes in ``serve_app.ingress.ROUTES``.
+Written by hand; which operations need the API key comes from the route table
+(``serve_app/routes.py``), and ``tests/unit/test_openapi.py`` validates the document and checks
+that it names exactly the routes in that table.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from serve_app.routes import ROUTES
 
 ERROR = {"$ref": "#/components/schemas/Error"}
 V2_ERROR = {"$ref": "#/components/schemas/OpenInferenceError"}
@@ -57,8 +60,8 @@ def _v2_model_paths(prefix: str, parameters: list) -> dict:
     }
 
 
-# Health routes stay open; every other operation needs the API key when API_KEYS_FILE is set.
-_OPEN_PATHS = {"/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"}
+# Open routes stay open; every other operation needs the API key when API_KEYS_FILE is set.
+_OPEN_OPERATIONS = {(route.path, route.method.lower()) for route in ROUTES if route.open}
 _KEY_ERRORS = {
     "401": _json(ERROR, "API keys are on and the Bearer key is missing, malformed or unknown."),
     "429": _json(ERROR, "The key is over its rate limit; retry after Retry-After seconds."),
@@ -66,10 +69,10 @@ _KEY_ERRORS = {
 
 
 def _with_key_checks(paths: dict) -> dict:
-    """Mark every operation but the health routes as needing the bearer key, with its errors."""
+    """Mark every operation but the open routes' as needing the bearer key, with its errors."""
     for path, operations in paths.items():
-        for operation in operations.values():
-            if path in _OPEN_PATHS:
+        for method, operation in operations.items():
+            if (path, method) in _OPEN_OPERATIONS:
                 operation["security"] = []
             else:
                 operation["responses"] = {**operation["responses"], **_KEY_ERRORS}

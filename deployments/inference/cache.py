@@ -38,6 +38,9 @@ class PredictionCache:
 
     A stored entry answers a request only if it holds at least the requested number of classes;
     otherwise the lookup is a miss and the fresh, longer result replaces it.
+
+    A hit is counted by :meth:`get`, a miss by :meth:`put`, when the image it was for has been
+    classified: a lookup for an upload that validation or decoding then rejects counts nothing.
     """
 
     def __init__(self, capacity: int, enabled: bool = True) -> None:
@@ -55,14 +58,17 @@ class PredictionCache:
             return None
         entry = self._entries.get(key)
         if entry is None or len(entry.top.class_ids) < top_k:
-            self.misses += 1
             return None
         self._entries.move_to_end(key)
         self.hits += 1
         return entry.first(top_k)
 
     def put(self, key: tuple[str, str], value: CacheEntry) -> None:
-        if not self.enabled or self.capacity == 0:
+        """Store a freshly classified image's entry, counting the miss that made it necessary."""
+        if not self.enabled:
+            return
+        self.misses += 1
+        if self.capacity == 0:
             return
         self._entries[key] = value
         self._entries.move_to_end(key)

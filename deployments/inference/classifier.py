@@ -28,7 +28,8 @@ class ImageClassifier:
             raise InvalidParameter(f"top_k={top_k} is more than the model's {self.spec.num_classes} classes")
 
     def cached(self, sha256: str, top_k: int) -> Prediction | None:
-        """The cached prediction for these bytes, counting a hit or a miss; None on a miss."""
+        """The cached prediction for these bytes, counting a hit; None on a miss, which
+        :meth:`classify` counts once the image is classified."""
         self.check_top_k(top_k)
         entry = self.cache.get(self._key(sha256), top_k)
         return None if entry is None else self._prediction(entry.first(top_k), cached=True)

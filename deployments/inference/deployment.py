@@ -6,6 +6,7 @@ import logging
 
 from ray import serve
 
+from common.console import CONSOLE, show_on_console
 from common.contracts import DecodedImage, Prediction
 from common.error_tracking import init_error_tracking, reports_unexpected_errors
 from common.metrics import CacheMetrics, StageTimer
@@ -25,12 +26,13 @@ HEALTH_PROBE_DEADLINE_S = 10
 @serve.deployment(name="Inference")
 class Inference:
     def __init__(self) -> None:
+        show_on_console()
         settings = get_settings()
         init_error_tracking(settings)
         spec = model_spec_from_settings(settings)
         logger.info(
             "loading model %s: %s %s on %s, %d thread(s)", spec.identity, settings.runtime,
-            settings.model_precision, settings.model_device, settings.model_num_threads,
+            settings.model_precision, settings.model_device, settings.model_num_threads, extra=CONSOLE,
         )
         runner = ModelRunner(spec, lambda: load_runtime(
             spec, settings.runtime, settings.model_precision, settings.model_device,
@@ -44,7 +46,9 @@ class Inference:
         self._timer = StageTimer("inference")
         self._cache_metrics = CacheMetrics()
         self._cache_metrics.publish(cache.stats())
-        logger.info("model %s loaded; %s", spec.identity, describe_cache(cache))
+        runtime = runner.runtime
+        logger.info("model %s loaded: %s %s on %s; %s", spec.identity, runtime.name, runtime.precision,
+                    settings.model_device, describe_cache(cache), extra=CONSOLE)
 
     # Async, though nothing in it awaits: Serve runs a sync method on a worker thread, where this
     # lookup would race classify()'s writes to the cache, which is not thread-safe.

@@ -1,7 +1,7 @@
 """The model-spec interface: everything model-specific lives behind :class:`ModelSpec`.
 
-Preprocessing reads the input geometry (:func:`input_geometry`, from the settings alone: no torch,
-no weights), inference reads the loader, normalisation and labels. Serving another classifier is a
+The graph is built with the input geometry (:func:`input_geometry`, from the settings alone: no
+torch, no weights) bound into Preprocessing; inference reads the loader, normalisation and labels. Serving another classifier is a
 new spec chosen by ``MODEL_NAME``, not a code change in the deployments. Torch is imported only
 when a model is loaded.
 """
@@ -16,6 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from common.contracts import InputGeometry
 from common.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
@@ -28,14 +29,6 @@ _LITE_STD = (128.0, 128.0, 128.0)
 _TF_CROP_FRACTION = 224 / (224 + 32)
 # Torchvision's ImageNet evaluation crop, the convention for a user's TorchScript classifier.
 _TORCHVISION_CROP_FRACTION = 0.875
-
-
-@dataclass(frozen=True)
-class InputGeometry:
-    """How preprocessing turns a decoded image into the model's square uint8 input."""
-
-    size: int
-    crop_fraction: float
 
 
 @dataclass(frozen=True)

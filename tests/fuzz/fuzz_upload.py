@@ -16,7 +16,7 @@ import atheris
 
 with atheris.instrument_imports(include=["deployments", "common"]):
     from common.errors import ClientError
-    from deployments.inference.spec import InputGeometry
+    from common.contracts import InputGeometry
     from deployments.preprocessing import ImageDecoder
     from deployments.validation import ImageValidator
 

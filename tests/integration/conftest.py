@@ -49,7 +49,7 @@ NO_CACHE_ENV = {"ENABLE_MODEL_CACHE": "false", "MODEL_RUNTIME": "torch",
 NO_CACHE_PREFIX = "/nocache"
 # A third copy of the app, with API keys and a rate limit (test_keys.py).
 SECURED_PREFIX = "/secured"
-KEY_IDS = ("rotated-out", "rotated-in", "limited")
+KEY_IDS = ("rotated-out", "steady", "limited")
 RATE_LIMIT = {"RATE_LIMIT_RPS": "0.5", "RATE_LIMIT_BURST": "2"}
 # Shorter than serve_config.yaml's 30 s, so the timeout tests are quick.
 REQUEST_TIMEOUT_S = 15
@@ -63,6 +63,7 @@ class Service:
     ray_logs: Path
     metrics_url: str
     api_keys: dict[str, str]  # key_id -> key, for the app at SECURED_PREFIX
+    api_keys_file: Path  # that app's API_KEYS_FILE
     ports: ServicePorts
 
     def url(self, path: str) -> str:
@@ -216,7 +217,7 @@ def service() -> Service:
             pytest.fail(f"{exc}:\n{log_path.read_text()[-4000:]}")
         yield Service(
             base_url, log_path, workdir / "ray" / "session_latest" / "logs",
-            f"http://127.0.0.1:{metrics_port}/metrics", api_keys, ports,
+            f"http://127.0.0.1:{metrics_port}/metrics", api_keys, keys_file, ports,
         )
     finally:
         interrupt_and_wait(process)

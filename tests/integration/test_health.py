@@ -12,7 +12,9 @@ import ray
 import requests
 from ray import serve
 
+from common.settings import get_settings
 from deployments.inference.deployment import Inference
+from deployments.inference.spec import input_geometry
 from deployments.preprocessing import Preprocessing
 from deployments.validation import Validation
 from loadtests.payloads import distinct_photos
@@ -45,7 +47,7 @@ def wedgeable_app(service):
         health_check_timeout_s=2, graceful_shutdown_timeout_s=1, **free,
     )
     app = Ingress.options(**free).bind(
-        Validation.options(**free).bind(), Preprocessing.options(**free).bind(), inference.bind()
+        Validation.options(**free).bind(), Preprocessing.options(**free).bind(input_geometry(get_settings())), inference.bind()
     )
     serve.run(app, name=APP, route_prefix=PREFIX)
     yield service.url(PREFIX)

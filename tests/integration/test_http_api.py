@@ -55,6 +55,19 @@ def test_model_replica_logs_its_cache_state_at_start_up(service):
     assert f"model cache: enabled, size {SERVICE_ENV['MODEL_CACHE_SIZE']}" in service.replica_logs("Inference")
 
 
+def test_serve_run_console_shows_the_model_and_cache_but_not_each_request(service):
+    assert post(service, unique_photo_bytes()).status_code == 200
+    started = f"loaded: openvino f32 on cpu; model cache: enabled, size {SERVICE_ENV['MODEL_CACHE_SIZE']}"
+
+    def console_lines() -> list[str]:
+        return [line for line in service.log_path.read_text(errors="replace").splitlines() if started in line]
+
+    lines = wait_for(console_lines, timeout_s=30)
+    assert lines and "efficientnet-lite0@" in lines[0], service.log_path.read_text()[-4000:]
+    assert "model cache: disabled" in service.log_path.read_text()  # the cache-disabled copy of the app
+    assert "classified, top class" not in service.log_path.read_text(), "per-request lines stay in the files"
+
+
 @pytest.mark.parametrize("fmt,key", [("JPEG", "jpeg"), ("PNG", "png"), ("GIF", "gif"), ("WEBP", "webp")])
 def test_each_format_is_classified(service, fmt, key):
     data = unique_photo_bytes(fmt)

@@ -45,7 +45,7 @@ def settled_cache_counts(service, labels: dict) -> tuple[float, float]:
     pytest.fail("cache metrics never settled")
 
 
-def test_cache_counts_are_exact(service):
+def test_cache_counts_are_exact_and_a_rejected_upload_counts_no_miss(service):
     inference = {"application": APP, "deployment": "Inference"}
     hits0, misses0 = settled_cache_counts(service, inference)
     images = [unique_photo_bytes() for _ in range(3)]
@@ -53,6 +53,8 @@ def test_cache_counts_are_exact(service):
         assert classify(service, data).json()["cached"] is False
     for data in images * 2:
         assert classify(service, data).json()["cached"] is True
+    # Looked up in the cache like any upload, then refused by validation: not a miss.
+    assert classify(service, riff(b"AVI ", b"\x00" * 32)).status_code == 415
 
     def counted():
         samples = scrape(service)

@@ -177,11 +177,13 @@ def _load_through_kill(service, deployment: str) -> dict:
 
 
 @pytest.mark.parametrize("deployment", ["Inference", "Preprocessing"])
-def test_killing_a_replica_under_load_loses_no_request(service, deployment):
+def test_killing_a_replica_under_load_answers_every_request_with_at_most_two_errors(service, deployment):
     report = _load_through_kill(service, deployment)
     print("\nreplica kill:", json.dumps(report))
     assert report["recovered"], report
     assert report["unanswered"] == 0, report
+    # Not 0: a Ray Serve defect can leave one call to a killed replica unanswered until the
+    # request timeout (docs/resilience.md); the report names the failed requests' IDs.
     assert report["failed"] <= 2, report
     assert report["slowest_request_s"] < 30, report
     assert requests.get(service.url("/readyz"), timeout=30).status_code == 200

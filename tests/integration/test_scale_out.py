@@ -21,7 +21,9 @@ import yaml
 from ray import serve
 from ray.util.state import list_actors
 
+from common.settings import get_settings
 from deployments.inference.deployment import Inference
+from deployments.inference.spec import input_geometry
 from deployments.preprocessing import Preprocessing
 from deployments.validation import Validation
 from loadtests.payloads import distinct_photos
@@ -193,7 +195,7 @@ def test_autoscaler_adds_a_replica_under_load_and_removes_it_when_load_stops(ser
              "downscale_delay_s": 5, "look_back_period_s": 2}
     free = {"ray_actor_options": {"num_cpus": 0}}
     app = Ingress.options(**free).bind(
-        Validation.options(**free).bind(), Preprocessing.options(**free).bind(),
+        Validation.options(**free).bind(), Preprocessing.options(**free).bind(input_geometry(get_settings())),
         Inference.options(autoscaling_config=quick, **free).bind(),
     )
     serve.run(app, name="autoscale", route_prefix="/autoscale")

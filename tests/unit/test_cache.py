@@ -41,10 +41,24 @@ def test_entry_too_short_for_the_request_is_a_miss():
     cache = PredictionCache(4)
     cache.put((MODEL, "a"), top(5))
     assert cache.get((MODEL, "a"), 10) is None
-    assert cache.misses == 1
     cache.put((MODEL, "a"), top(10))
     assert cache.get((MODEL, "a"), 10) == top(10)
     assert len(cache) == 1
+    assert (cache.hits, cache.misses) == (1, 2)
+
+
+def test_a_lookup_whose_image_is_never_classified_counts_no_miss():
+    cache = PredictionCache(4)
+    for _ in range(3):  # an upload the validator then refuses: looked up, never stored
+        assert cache.get((MODEL, "not-an-image"), 5) is None
+    assert (cache.hits, cache.misses) == (0, 0)
+
+
+def test_size_zero_counts_every_classified_image_as_a_miss():
+    cache = PredictionCache(0)
+    cache.put((MODEL, "a"), top(5))
+    assert cache.get((MODEL, "a"), 5) is None
+    assert (cache.hits, cache.misses) == (0, 1)
 
 
 def test_size_zero_stores_nothing():

@@ -20,7 +20,7 @@ from common.errors import (
     UnsupportedMediaType,
 )
 from common.settings import Settings
-from serve_app.ingress import triage
+from serve_app.http_errors import triage
 
 
 class MemoryTransport(Transport):

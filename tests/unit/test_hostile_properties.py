@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from common.errors import ServiceError
-from deployments.inference.spec import InputGeometry
+from common.contracts import InputGeometry
 from deployments.preprocessing import ImageDecoder
 from deployments.validation import ImageValidator
 from loadtests.payloads import photo_bytes

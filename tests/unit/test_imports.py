@@ -14,7 +14,7 @@ PACKAGES = ("serve_app", "deployments", "common")
 # Each layer may import only the layers below it.
 LAYERS_BELOW = {"serve_app": {"deployments", "common"}, "deployments": {"common"}, "common": set()}
 MODULES = [
-    "serve_app.app", "serve_app.ingress", "serve_app.http_errors", "common.settings", "common.errors",
+    "serve_app.app", "serve_app.ingress", "serve_app.http_errors", "serve_app.edge", "common.settings", "common.errors",
     "common.contracts", "deployments.validation", "deployments.preprocessing",
     "deployments.inference.deployment", "deployments.inference.spec",
 ]
@@ -75,14 +75,17 @@ def test_layers_import_only_downwards():
     assert not offenders
 
 
-def test_preprocessing_needs_neither_torch_nor_the_model():
+def test_preprocessing_needs_neither_torch_nor_the_inference_stage():
+    """Preprocessing is bound with the model's input geometry; it imports nothing of the model's."""
     probe = (
         "import sys\n"
+        "import deployments.preprocessing\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "assert 'deployments.inference' not in sys.modules, 'the inference stage was imported'\n"
         "from common.settings import Settings\n"
         "from deployments.inference.spec import input_geometry\n"
-        "import deployments.preprocessing\n"
         "print(input_geometry(Settings.from_env({})))\n"
-        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "assert 'torch' not in sys.modules, 'the input geometry needs torch'\n"
     )
     result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from common.contracts import InputGeometry
 from common.errors import InvalidParameter
 from common.settings import Settings, SettingsError
 from deployments.inference.cache import PredictionCache
@@ -16,11 +17,7 @@ from deployments.inference.classifier import ImageClassifier
 from deployments.inference.efficientnet_lite import load_efficientnet_lite0
 from deployments.inference.runner import ModelRunner
 from deployments.inference.runtimes import TorchRuntime, load_runtime
-from deployments.inference.spec import (
-    InputGeometry,
-    ModelSpec,
-    model_spec_from_settings,
-)
+from deployments.inference.spec import ModelSpec, model_spec_from_settings
 from deployments.preprocessing import ImageDecoder
 from deployments.validation import ImageValidator
 from loadtests.payloads import photo_bytes, shipped_photos

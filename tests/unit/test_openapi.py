@@ -1,6 +1,7 @@
 from openapi_spec_validator import validate
 
-from serve_app.ingress import OPENAPI, ROUTES
+from serve_app.ingress import OPENAPI
+from serve_app.routes import ROUTES
 
 
 def test_the_document_is_valid_openapi_3_1():
@@ -10,7 +11,7 @@ def test_the_document_is_valid_openapi_3_1():
 
 def test_every_route_served_is_described_and_nothing_more():
     described = {(path, method.upper()) for path, operations in OPENAPI["paths"].items() for method in operations}
-    served = {(path, method) for path, method, _ in ROUTES}
+    served = {(route.path, route.method) for route in ROUTES}
     assert described == served
 
 
@@ -21,10 +22,12 @@ def test_errors_have_their_schemas():
     assert infer["400"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/OpenInferenceError"}
 
 
-def test_key_protected_operations_say_so_and_health_stays_open():
-    for path, operations in OPENAPI["paths"].items():
-        for operation in operations.values():
-            if path in ("/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"):
-                assert operation["security"] == [], path
-            else:
-                assert {"401", "429"} <= set(operation["responses"]), path
+def test_key_protected_operations_say_so_and_open_routes_stay_open():
+    for route in ROUTES:
+        operation = OPENAPI["paths"][route.path][route.method.lower()]
+        if route.open:
+            assert operation["security"] == [], route
+        else:
+            assert {"401", "429"} <= set(operation["responses"]), route
+    assert {route.path for route in ROUTES if route.open} == {
+        "/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"}

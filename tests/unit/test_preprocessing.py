@@ -3,7 +3,7 @@ import pytest
 from PIL import Image
 
 from common.errors import ImageTooLarge, UndecodableImage
-from deployments.inference.spec import InputGeometry
+from common.contracts import InputGeometry
 from deployments.preprocessing import BACKGROUND_RGB, ImageDecoder
 from loadtests.payloads import encode, photo_bytes
 

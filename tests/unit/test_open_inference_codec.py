@@ -1,4 +1,4 @@
-"""Parsing and encoding the Open Inference Protocol (v2) as the ingress does, without Ray."""
+"""Parsing and encoding the Open Inference Protocol (v2) as the v2 routes do, without Ray."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from common.contracts import Prediction, ScoredClass
 from common.errors import BadRequest
-from serve_app.open_inference import encode_infer_response, parse_infer_request
+from serve_app.open_inference_codec import encode_infer_response, parse_infer_request
 
 
 def parse(body: bytes, header_length: str | None = None, max_images: int = 8):

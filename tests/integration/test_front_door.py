@@ -116,11 +116,11 @@ def test_a_request_whose_ingress_replica_dies_gets_haproxys_answer_never_json_or
     assert all(seconds < 30 for _, seconds in outcomes), outcomes
 
 
-def _start(config_path: Path, address: str, log: Path) -> subprocess.Popen:
+def _start(config_path: Path, address: str, log: Path, env: dict[str, str]) -> subprocess.Popen:
     serve_cli = Path(sys.executable).parent / "serve"
     with log.open("a") as out:
         return subprocess.Popen([str(serve_cli), "run", "--address", address, str(config_path)],
-                                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+                                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env)
 
 
 def _wait_until_free(ports: set[int], timeout_s: float = 120) -> dict[int, set[str]]:
@@ -146,19 +146,25 @@ def test_stopping_frees_every_port_and_a_second_start_works(tmp_path_factory):
     config_path = tmp_path_factory.mktemp("stop") / "serve_config.yaml"
     config_path.write_text(yaml.safe_dump(config))
     gcs_port = free_port()
+    # Ray 2.60 starts a new instance with token authentication (token in ~/.ray); a client that
+    # connects to it must be in token mode too.
+    env = {**os.environ, "RAY_TMPDIR": str(workdir), "RAY_AUTH_MODE": "token"}
     head = subprocess.Popen(
         [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", f"--port={gcs_port}",
          f"--temp-dir={workdir}", "--include-dashboard=false", "--disable-usage-stats", "--num-cpus=2"],
-        stdout=(workdir / "ray.log").open("w"), stderr=subprocess.STDOUT, env={**os.environ, "RAY_TMPDIR": str(workdir)},
+        stdout=(workdir / "ray.log").open("w"), stderr=subprocess.STDOUT, env=env,
     )
     address, base_url, log = f"127.0.0.1:{gcs_port}", f"http://{HOST}:{ports.front_door}", workdir / "serve.log"
     front_door_pids: set[int] = set()
     try:
         _wait_for_ray_start(head, workdir / "ray.log")
         for attempt in ("first", "second"):
-            serve_run = _start(config_path, address, log)
+            serve_run = _start(config_path, address, log, env)
             try:
-                wait_until_ready(base_url, serve_run, 240)
+                try:
+                    wait_until_ready(base_url, serve_run, 240)
+                except RuntimeError as exc:
+                    pytest.fail(f"{attempt} start: {exc}\n{log.read_text(errors='replace')[-3000:]}")
                 answer = requests.post(base_url + "/v1/classify", data=photo_bytes("JPEG"), timeout=60)
                 assert answer.status_code == 200, (attempt, answer.text)
                 front_door_pids |= {conn.pid for conn in psutil.net_connections("tcp")

@@ -115,10 +115,12 @@ def on_private_ports(config: dict, port: int) -> ServicePorts:
     """Move every port of ``config``'s front door to free ones, so that a test cluster uses no
     shipped port and disturbs no service running on this machine: HAProxy to ``port``, its
     stats and metrics, Serve's fallback proxy, and the ingress replicas' own ports (8200-8209 as
-    shipped) to a free block of the same size."""
+    shipped) to a free block."""
     config["http_options"]["port"] = port
     env = config["controller_options"]["runtime_env"]["env_vars"]
-    count = int(env["RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"]) - int(env["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"]) + 1
+    # More than the shipped 10: a test session runs several apps and kills ingress replicas again
+    # and again, and Serve never hands out again a port that a starting replica found in use.
+    count = max(40, int(env["RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"]) - int(env["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"]) + 1)
     first = free_port_block(count)
     ports = ServicePorts(port, range(first, first + count), free_port(), free_port(), free_port())
     env.update({

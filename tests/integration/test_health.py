@@ -15,8 +15,8 @@ from ray import serve
 from deployments.inference.deployment import Inference
 from deployments.preprocessing import Preprocessing
 from deployments.validation import Validation
-from loadtests.payloads import distinct_photos
 from serve_app.ingress import Ingress
+from tests.images import distinct_photos
 
 pytestmark = pytest.mark.integration
 APP, PREFIX = "wedge", "/wedge"

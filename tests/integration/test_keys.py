@@ -7,7 +7,7 @@ import time
 import pytest
 import requests
 
-from loadtests.payloads import photo_bytes, unique_photo_bytes
+from tests.images import photo_bytes, unique_photo_bytes
 from tests.integration.conftest import SECURED_PREFIX
 from tests.integration.metrics import scrape, total, wait_for
 

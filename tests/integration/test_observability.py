@@ -11,8 +11,7 @@ import uuid
 import pytest
 import requests
 
-from loadtests.payloads import unique_photo_bytes
-from tests.images import riff
+from tests.images import riff, unique_photo_bytes
 from tests.integration.conftest import ROOT, SERVICE_ENV
 from tests.integration.metrics import scrape, total, wait_for
 

@@ -24,14 +24,8 @@ from ray.util.state import list_actors
 from deployments.inference.deployment import Inference
 from deployments.preprocessing import Preprocessing
 from deployments.validation import Validation
-from loadtests.payloads import distinct_photos
-from loadtests.service import (
-    deployment_config,
-    interrupt_and_wait,
-    serve_config,
-    wait_until_ready,
-)
 from serve_app.ingress import Ingress
+from tests.images import distinct_photos
 from tests.integration.conftest import (
     INFERENCE_REPLICAS,
     ROOT,
@@ -39,6 +33,12 @@ from tests.integration.conftest import (
     on_private_ports,
 )
 from tests.integration.metrics import scrape, wait_for
+from tests.integration.serve_process import (
+    deployment_config,
+    interrupt_and_wait,
+    serve_config,
+    wait_until_ready,
+)
 
 pytestmark = pytest.mark.integration
 APP = "image-classifier"

@@ -21,8 +21,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from loadtests.stats import percentile
-from loadtests.target import require_loopback
+from loadtests.driver import percentile, require_loopback, summarise
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 REQUEST_TYPES = ("valid", "repeated", "invalid")
@@ -39,17 +38,7 @@ def seconds(text: str) -> float:
 
 
 def stats(samples: list[dict], duration_s: float) -> dict:
-    latencies = sorted(s["ms"] for s in samples)
-    failures = sum(not s["ok"] for s in samples)
-    return {
-        "requests": len(samples),
-        "failures": failures,
-        "failure_ratio": failures / len(samples) if samples else 0.0,
-        "rps": len(samples) / duration_s if duration_s > 0 else 0.0,
-        "p50_ms": percentile(latencies, 50),
-        "p95_ms": percentile(latencies, 95),
-        "p99_ms": percentile(latencies, 99),
-    }
+    return summarise([s["ms"] for s in samples], sum(not s["ok"] for s in samples), duration_s)
 
 
 def summarise(samples: list[dict], warmup_s: float) -> tuple[dict, list[dict]]:

@@ -1,57 +1,64 @@
-"""CPU seconds used by every process on this machine, from /proc: what a request costs in all."""
+"""CPU time of processes, from /proc: what a request costs a service in all its processes, and in
+which part of the service."""
 
 from __future__ import annotations
 
-import collections
 import os
+from dataclasses import dataclass
+
+# Ray's name of a process, as its command line shows it, and the part of the service it is;
+# Serve's replicas name their deployment.
+PROCESS_PARTS = (
+    ("HAProxyManager", "HAProxy's manager"),
+    ("ProxyActor", "Serve's proxy"),
+    ("one_process_server", "one-process server"),
+)
+HAPROXY = "HAProxy"
+RAY = "Ray (controller, daemons, serve run)"
 
 
-def cpu_seconds_by_process() -> dict[str, tuple[str, float]]:
-    """pid -> (command line, user + system CPU seconds so far)."""
+@dataclass(frozen=True)
+class Process:
+    command: str
+    parent: str
+    cpu_s: float  # user + system CPU seconds so far
+
+
+def processes() -> dict[str, Process]:
+    """Every process on this machine, by pid."""
     result = {}
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{pid}/stat") as f:
-                seconds = _cpu_seconds(f.read())
+                fields = f.read().rsplit(")", 1)[1].split()
             with open(f"/proc/{pid}/cmdline", "rb") as f:
-                command = f.read().replace(b"\0", b" ").decode(errors="replace")[:80]
-        except OSError:
+                command = f.read().replace(b"\0", b" ").decode(errors="replace")[:100]
+        except OSError:  # it ended
             continue
-        result[pid] = (command, seconds)
+        result[pid] = Process(command, fields[1], (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
     return result
 
 
-def cpu_seconds_of(pid: str) -> float:
-    """One process's user + system CPU seconds so far."""
-    with open(f"/proc/{pid}/stat") as f:
-        return _cpu_seconds(f.read())
+def family(readings: dict[str, Process], root: int) -> set[str]:
+    """``root`` and every process it started, and they started: all of a service's processes."""
+    members, grew = {str(root)}, True
+    while grew:
+        children = {pid for pid, p in readings.items() if p.parent in members} - members
+        members |= children
+        grew = bool(children)
+    return members
 
 
-def cpu_seconds_by_thread_name(pid: str) -> collections.Counter:
-    """A process's CPU seconds so far, summed over the threads of each name."""
-    result: collections.Counter = collections.Counter()
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/stat") as f:
-                stat = f.read()
-        except OSError:  # the thread ended
-            continue
-        result[stat[stat.index("(") + 1: stat.rindex(")")]] += _cpu_seconds(stat)
-    return result
+def cpu_used(before: dict[str, Process], after: dict[str, Process]) -> dict[str, float]:
+    """CPU seconds each process used between two readings, for those alive at both."""
+    return {pid: p.cpu_s - before[pid].cpu_s for pid, p in after.items() if pid in before}
 
 
-def _cpu_seconds(stat: str) -> float:
-    """User + system CPU seconds from the text of a /proc stat file."""
-    fields = stat.rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def cpu_used(before: dict[str, tuple[str, float]], after: dict[str, tuple[str, float]],
-             exclude_pids: set[int] = frozenset()) -> list[tuple[float, str]]:
-    """(CPU seconds, command) per process between two readings, most first; the load generator's
-    own process is excluded by pid."""
-    rows = [
-        (cpu - before[pid][1], command) for pid, (command, cpu) in after.items()
-        if pid in before and int(pid) not in exclude_pids
-    ]
-    return sorted((row for row in rows if row[0] > 0), reverse=True)
+def part_of(command: str) -> str:
+    """The part of the service a process is: a deployment, a front door, or Ray's own."""
+    if "ServeReplica:" in command:
+        # "ServeReplica:<app>:<deployment>", with ".<method>" while Ray runs one of its methods
+        return command.split("ServeReplica:", 1)[1].split()[0].rsplit(":", 1)[1].split(".")[0]
+    if os.path.basename(command.split(" ", 1)[0]) == "haproxy":
+        return HAPROXY
+    return next((part for name, part in PROCESS_PARTS if name in command), RAY)

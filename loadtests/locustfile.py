@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from locust import FastHttpUser, events, task
 from PIL import Image
 
-from loadtests.payloads import encode, make_unique, sample_photo
+from loadtests.photos import encode, make_unique, sample_photo
 
 # (width, height, weight, formats): sizes from thumbnails to a 12 MP photo. PNG and GIF stop at
 # sizes whose files stay under the default 10 MiB upload limit.

@@ -1,27 +1,71 @@
-"""Start the service the way the README does, for the benchmark scripts, and stop it by pid."""
+"""`serve run` on a Serve config, started the way the README does, for the tools that measure a
+whole service (the bench, start-up), and stopped with Ctrl-C by its process id."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import requests
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-BASE_URL = "http://127.0.0.1:8000"
+
+def serve_config(path: Path, serve_env: dict[str, str] | None = None) -> dict:
+    """The config at ``path`` with ``serve_env`` overriding its Serve environment
+    (``controller_options``), e.g. ``{"RAY_SERVE_ENABLE_HA_PROXY": "0"}``."""
+    config = yaml.safe_load(path.read_text())
+    config["controller_options"]["runtime_env"]["env_vars"].update(serve_env or {})
+    return config
 
 
-def interrupt_and_wait(process: subprocess.Popen, timeout_s: float = 60) -> None:
-    """Ctrl-C a process we started (serve run shuts its applications down on it), then wait;
-    kill it only if it does not exit in time."""
+def base_url(config: dict) -> str:
+    return f"http://{config['http_options']['host']}:{config['http_options']['port']}"
+
+
+@dataclass(frozen=True)
+class RunningService:
+    pid: int  # of `serve run`, which every process of the service descends from
+    ready_after_s: float
+
+
+@contextlib.contextmanager
+def running_service(config: dict, project: Path, env: dict[str, str] | None = None,
+                    timeout_s: float = 180) -> Iterator[RunningService]:
+    """Run `serve run` on ``config`` from the ``project`` folder (where its import path resolves),
+    in a local Ray instance of its own, until the block ends; it is ready when it enters. ``env``
+    reaches every process. Needs the config's port free and no other Ray instance on this machine,
+    which `serve run` would otherwise attach to."""
+    url = base_url(config)
+    with tempfile.TemporaryDirectory(prefix="serve-run-") as folder:
+        config_path, log_path = Path(folder) / "serve_config.yaml", Path(folder) / "serve_run.log"
+        config_path.write_text(yaml.safe_dump(config))
+        _wait_until_closed(url)
+        started = time.monotonic()
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [str(Path(sys.executable).parent / "serve"), "run", str(config_path)], cwd=project,
+                env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
+            )
+        try:
+            _wait_until_ready(url, process, timeout_s, log_path)
+            yield RunningService(process.pid, time.monotonic() - started)
+        finally:
+            stop(process)
+            _wait_until_closed(url)
+
+
+def stop(process: subprocess.Popen, timeout_s: float = 60) -> None:
+    """Ctrl-C a process this tool started (serve run shuts its applications down on it), then
+    wait; kill it only if it does not exit in time."""
     process.send_signal(signal.SIGINT)
     try:
         process.wait(timeout=timeout_s)
@@ -30,60 +74,35 @@ def interrupt_and_wait(process: subprocess.Popen, timeout_s: float = 60) -> None
         process.wait()
 
 
-def wait_until_ready(base_url: str, process: subprocess.Popen, timeout_s: float,
-                     paths: tuple[str, ...] = ("/readyz",)) -> None:
-    """Poll until every readiness path answers 200; raise if ``process`` exits or time runs out."""
+def _wait_until_ready(url: str, process: subprocess.Popen, timeout_s: float, log_path: Path) -> None:
     deadline = time.monotonic() + timeout_s
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"serve run exited with {process.returncode}")
-        try:
-            if all(requests.get(base_url + path, timeout=5).status_code == 200 for path in paths):
-                return
-        except requests.RequestException:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"not ready after {timeout_s:g} s")
+    while not _ready(url):
+        if process.poll() is not None or time.monotonic() > deadline:
+            problem = (f"exited with {process.returncode}" if process.poll() is not None
+                       else f"was not ready in {timeout_s:g} s")
+            raise SystemExit(f"serve run {problem}; its log ends:\n{log_path.read_text(errors='replace')[-3000:]}")
         time.sleep(0.25)
 
 
-def serve_config(serve_env: dict[str, str] | None = None) -> dict:
-    """serve_config.yaml as shipped, with ``serve_env`` overriding its Serve environment
-    (``controller_options``), e.g. ``{"RAY_SERVE_THROUGHPUT_OPTIMIZED": "0"}`` to measure without."""
-    config = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
-    config["controller_options"]["runtime_env"]["env_vars"].update(serve_env or {})
-    return config
-
-
-def deployment_config(config: dict, name: str) -> dict:
-    (app,) = config["applications"]
-    return next(d for d in app["deployments"] if d["name"] == name)
-
-
-@contextlib.contextmanager
-def running_service(env: dict[str, str] | None = None, timeout_s: float = 180,
-                    config: dict | None = None) -> Iterator[float]:
-    """Run `serve run` on serve_config.yaml, or on ``config`` (its own local Ray instance); yield
-    seconds to ready. ``env`` reaches every process.
-
-    Needs port 8000 free and no other Ray instance on this machine, which `serve run` would
-    otherwise attach to.
-    """
-    config_path = ROOT / "serve_config.yaml"
-    if config is not None:
-        config_path = Path(tempfile.mkdtemp(prefix="serve-config-")) / "serve_config.yaml"
-        config_path.write_text(yaml.safe_dump(config))
-    serve_cli = Path(sys.executable).parent / "serve"
-    start = time.monotonic()
-    process = subprocess.Popen(
-        [str(serve_cli), "run", str(config_path)], cwd=ROOT, env={**os.environ, **(env or {})},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+def _ready(url: str) -> bool:
     try:
-        try:
-            wait_until_ready(BASE_URL, process, timeout_s)
-        except RuntimeError as exc:
-            raise SystemExit(str(exc)) from None
-        yield time.monotonic() - start
-    finally:
-        interrupt_and_wait(process)
+        return requests.get(url + "/readyz", timeout=5).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def _wait_until_closed(url: str, timeout_s: float = 30) -> None:
+    """Wait until nothing listens on the URL's port: a service still stopping would otherwise be
+    measured, or keep the next one from binding."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    deadline = time.monotonic() + timeout_s
+    while _listening(host, int(port)):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"something still listens on {url} after {timeout_s:g} s")
+        time.sleep(0.5)
+
+
+def _listening(host: str, port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(1)
+        return probe.connect_ex((host, port)) == 0

@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
-from loadtests.payloads import encode, sample_photo
-from tests.images import riff
+from tests.images import encode, riff, sample_photo
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,8 @@ import ray
 import requests
 import yaml
 
-from loadtests.service import interrupt_and_wait, serve_config, wait_until_ready
 from serve_app.keys import new_key
+from tests.integration.serve_process import interrupt_and_wait, serve_config, wait_until_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -23,8 +23,8 @@ import requests
 import yaml
 from ray import serve
 
-from loadtests.payloads import photo_bytes
-from loadtests.service import interrupt_and_wait, serve_config, wait_until_ready
+from tests.images import photo_bytes
+from tests.integration.serve_process import interrupt_and_wait, serve_config, wait_until_ready
 from tests.integration.conftest import ROOT, ServicePorts, free_port, on_private_ports
 from tests.integration.dying_ingress import DyingIngress
 

@@ -17,8 +17,8 @@ from deployments.inference.deployment import Inference
 from deployments.inference.spec import input_geometry
 from deployments.preprocessing import Preprocessing
 from deployments.validation import Validation
-from loadtests.payloads import distinct_photos
 from serve_app.ingress import Ingress
+from tests.images import distinct_photos
 
 pytestmark = pytest.mark.integration
 APP, PREFIX = "wedge", "/wedge"

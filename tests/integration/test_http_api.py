@@ -7,8 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from loadtests.payloads import photo_bytes, shipped_photos, unique_photo_bytes
-from tests.images import PHOTO_PLAUSIBLE_LABELS, riff
+from tests.images import PHOTO_PLAUSIBLE_LABELS, photo_bytes, riff, shipped_photos, unique_photo_bytes
 from tests.integration.conftest import NO_CACHE_ENV, NO_CACHE_PREFIX, SERVICE_ENV
 from tests.integration.metrics import scrape, total, wait_for
 

@@ -8,9 +8,9 @@ import pytest
 import ray
 import requests
 
-from loadtests.payloads import photo_bytes, unique_photo_bytes
 from serve_app.keys import new_key
 from serve_app.routes import ROUTES
+from tests.images import photo_bytes, unique_photo_bytes
 from tests.integration.conftest import SECURED_PREFIX
 from tests.integration.metrics import scrape, total, wait_for
 

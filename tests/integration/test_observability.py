@@ -12,8 +12,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from loadtests.payloads import unique_photo_bytes
-from tests.images import riff
+from tests.images import riff, unique_photo_bytes
 from tests.integration.conftest import ROOT, SERVICE_ENV
 from tests.integration.metrics import scrape, total, wait_for
 

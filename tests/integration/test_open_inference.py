@@ -14,8 +14,7 @@ import requests
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
-from loadtests.payloads import photo_bytes, unique_photo_bytes
-from tests.images import PHOTO_PLAUSIBLE_LABELS
+from tests.images import PHOTO_PLAUSIBLE_LABELS, photo_bytes, unique_photo_bytes
 
 pytestmark = pytest.mark.integration
 MODEL = "efficientnet-lite0"

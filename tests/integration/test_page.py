@@ -10,8 +10,7 @@ from selenium.webdriver.chrome.service import Service as ChromeService
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from loadtests.payloads import photo_bytes
-from tests.images import PHOTO_PLAUSIBLE_LABELS
+from tests.images import PHOTO_PLAUSIBLE_LABELS, photo_bytes
 
 pytestmark = pytest.mark.integration
 # Headless, and quiet: this machine's network is closed, so no background connections.

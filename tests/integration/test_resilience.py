@@ -21,7 +21,7 @@ import pytest
 import ray
 import requests
 
-from loadtests.payloads import distinct_photos, photo_bytes
+from tests.images import distinct_photos, photo_bytes
 from tests.integration.conftest import NO_CACHE_PREFIX, REQUEST_TIMEOUT_S
 
 pytestmark = pytest.mark.integration

@@ -26,14 +26,8 @@ from deployments.inference.deployment import Inference
 from deployments.inference.spec import input_geometry
 from deployments.preprocessing import Preprocessing
 from deployments.validation import Validation
-from loadtests.payloads import distinct_photos
-from loadtests.service import (
-    deployment_config,
-    interrupt_and_wait,
-    serve_config,
-    wait_until_ready,
-)
 from serve_app.ingress import Ingress
+from tests.images import distinct_photos
 from tests.integration.conftest import (
     INFERENCE_REPLICAS,
     ROOT,
@@ -41,6 +35,12 @@ from tests.integration.conftest import (
     on_private_ports,
 )
 from tests.integration.metrics import scrape, wait_for
+from tests.integration.serve_process import (
+    deployment_config,
+    interrupt_and_wait,
+    serve_config,
+    wait_until_ready,
+)
 
 pytestmark = pytest.mark.integration
 APP = "image-classifier"

@@ -17,9 +17,9 @@ from common.errors import ServiceError
 from common.contracts import InputGeometry
 from deployments.preprocessing import ImageDecoder
 from deployments.validation import ImageValidator
-from loadtests.payloads import photo_bytes
 from serve_app.http_errors import status_of
 from tests.catalogue import CASES
+from tests.images import photo_bytes
 
 EXAMPLES = int(os.environ.get("HYPOTHESIS_EXAMPLES", "2000"))
 SEEDS = [case.make() for case in CASES if case.status in (200, 422) and len(case.make()) < 200_000]

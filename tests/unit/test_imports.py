@@ -14,7 +14,7 @@ PACKAGES = ("serve_app", "deployments", "common")
 # Each layer may import only the layers below it.
 LAYERS_BELOW = {"serve_app": {"deployments", "common"}, "deployments": {"common"}, "common": set()}
 MODULES = [
-    "serve_app.app", "serve_app.ingress", "serve_app.http_errors", "serve_app.edge", "common.settings", "common.errors",
+    "serve_app.app", "serve_app.ingress", "serve_app.http_errors", "common.settings", "common.errors",
     "common.contracts", "deployments.validation", "deployments.preprocessing",
     "deployments.inference.deployment", "deployments.inference.spec",
 ]
@@ -75,17 +75,35 @@ def test_layers_import_only_downwards():
     assert not offenders
 
 
-def test_preprocessing_needs_neither_torch_nor_the_inference_stage():
-    """Preprocessing is bound with the model's input geometry; it imports nothing of the model's."""
+def test_load_tools_talk_http_and_only_the_bench_baseline_imports_the_service():
+    """The one-process server runs the service's own validator, decoder and model, to compare like
+    with like; every other load tool only speaks HTTP to the service."""
+    baseline = ROOT / "loadtests" / "one_process_server.py"
+    offenders = [
+        f"{path.relative_to(ROOT)}: import {name}"
+        for path in (ROOT / "loadtests").rglob("*.py") if path != baseline
+        for name in _imported_names(path) if name.split(".")[0] in PACKAGES
+    ]
+    assert not offenders
+
+
+def test_tests_do_not_import_the_load_tools():
+    offenders = [
+        f"{path.relative_to(ROOT)}: import {name}"
+        for path in (ROOT / "tests").rglob("*.py")
+        for name in _imported_names(path) if name.split(".")[0] == "loadtests"
+    ]
+    assert not offenders
+
+
+def test_preprocessing_needs_neither_torch_nor_the_model():
     probe = (
         "import sys\n"
-        "import deployments.preprocessing\n"
-        "assert 'torch' not in sys.modules, 'torch was imported'\n"
-        "assert 'deployments.inference' not in sys.modules, 'the inference stage was imported'\n"
         "from common.settings import Settings\n"
         "from deployments.inference.spec import input_geometry\n"
+        "import deployments.preprocessing\n"
         "print(input_geometry(Settings.from_env({})))\n"
-        "assert 'torch' not in sys.modules, 'the input geometry needs torch'\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )
     result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

@@ -20,8 +20,7 @@ from deployments.inference.runtimes import TorchRuntime, load_runtime
 from deployments.inference.spec import ModelSpec, model_spec_from_settings
 from deployments.preprocessing import ImageDecoder
 from deployments.validation import ImageValidator
-from loadtests.payloads import photo_bytes, shipped_photos
-from tests.images import PHOTO_PLAUSIBLE_LABELS
+from tests.images import PHOTO_PLAUSIBLE_LABELS, photo_bytes, shipped_photos
 
 
 @pytest.fixture(scope="module")

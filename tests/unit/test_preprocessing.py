@@ -5,7 +5,7 @@ from PIL import Image
 from common.errors import ImageTooLarge, UndecodableImage
 from common.contracts import InputGeometry
 from deployments.preprocessing import BACKGROUND_RGB, ImageDecoder
-from loadtests.payloads import encode, photo_bytes
+from tests.images import encode, photo_bytes
 
 GEOMETRY = InputGeometry(size=224, crop_fraction=0.875)
 

@@ -11,8 +11,7 @@ from common.errors import (
     UnsupportedMediaType,
 )
 from deployments.validation import ImageValidator
-from loadtests.payloads import encode
-from tests.images import riff
+from tests.images import encode, riff
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

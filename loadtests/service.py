@@ -54,6 +54,9 @@ def running_service(config: dict, project: Path, env: dict[str, str] | None = No
             process = subprocess.Popen(
                 [str(Path(sys.executable).parent / "serve"), "run", str(config_path)], cwd=project,
                 env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
+                # Run in the background (nohup, `&`), this tool ignores SIGINT, and so would serve
+                # run: it would be killed instead of stopped, and leave HAProxy on port 8000.
+                preexec_fn=_obey_sigint,
             )
         try:
             _wait_until_ready(url, process, timeout_s, log_path)
@@ -61,6 +64,10 @@ def running_service(config: dict, project: Path, env: dict[str, str] | None = No
         finally:
             stop(process)
             _wait_until_closed(url)
+
+
+def _obey_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def stop(process: subprocess.Popen, timeout_s: float = 60) -> None:

@@ -41,7 +41,7 @@ def stats(samples: list[dict], duration_s: float) -> dict:
     return summarise([s["ms"] for s in samples], sum(not s["ok"] for s in samples), duration_s)
 
 
-def summarise(samples: list[dict], warmup_s: float) -> tuple[dict, list[dict]]:
+def summarise_after_warmup(samples: list[dict], warmup_s: float) -> tuple[dict, list[dict]]:
     """Overall and per-type stats for the samples after the warm-up."""
     if not samples:
         return {**stats([], 0.0), "by_type": {}}, []
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         # Locust exits 1 whenever any request failed; the threshold below decides instead.
         subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, timeout=args.run_s + 120)
     samples = [json.loads(line) for line in samples_path.read_text().splitlines()] if samples_path.exists() else []
-    summary, kept = summarise(samples, args.warmup_s)
+    summary, kept = summarise_after_warmup(samples, args.warmup_s)
     summary["parameters"] = {
         k: getattr(args, k) for k in ("host", "users", "spawn_rate", "run_time", "warmup", "repeat_share",
                                       "invalid_share", "max_megapixels", "image_seed", "max_failure_ratio")

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import pytest
 import ray
-import requests
 import yaml
 
 from serve_app.keys import new_key

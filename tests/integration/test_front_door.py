@@ -89,7 +89,8 @@ def dying_ingress(service):
 
 def _die(url: str, body: bytes) -> tuple[str, float]:
     """What the client gets when the replica holding its request dies: "200" (HAProxy replayed it
-    on the other replica), "text 500" (HAProxy's own answer) or "closed" (no answer at all)."""
+    on the other replica), "text 500" (HAProxy's own answer), "json 503" (HAProxy had sent it to
+    its backup, Serve's fallback proxy, whose edge middleware answers) or "closed" (no answer)."""
     _both_replicas_answer(url)
     flag = Path(tempfile.mkdtemp(prefix="die-")) / "flag"
     flag.touch()
@@ -98,18 +99,23 @@ def _die(url: str, body: bytes) -> tuple[str, float]:
         response = requests.post(url + "/die", data=body, headers={"X-Die-Flag": str(flag)}, timeout=60)
     except requests.ConnectionError:
         return "closed", time.monotonic() - start
+    seconds = time.monotonic() - start
     if response.status_code == 200 and response.text.startswith("alive"):
-        return "200", time.monotonic() - start
+        return "200", seconds
+    if response.status_code == 503:
+        assert response.json()["error"]["code"] == "service_unavailable", response.text
+        assert int(response.headers["Retry-After"]) >= 1, response.headers
+        return "json 503", seconds
     assert (response.status_code, response.headers.get("Content-Type"), response.text.strip()) == (
         500, "text/plain", HAPROXY_500_BODY), response.text
-    return "text 500", time.monotonic() - start
+    return "text 500", seconds
 
 
 @pytest.mark.parametrize(("size", "answers"), [
-    (1024, {"200", "text 500", "closed"}),  # fits HAProxy's 16 KiB buffer: may be replayed
-    (65536, {"text 500", "closed"}),  # past it: never replayed
+    (1024, {"200", "text 500", "json 503", "closed"}),  # fits HAProxy's 16 KiB buffer: may be replayed
+    (65536, {"text 500", "json 503", "closed"}),  # past it: never replayed
 ])
-def test_a_request_whose_ingress_replica_dies_gets_haproxys_answer_never_json_or_a_hang(dying_ingress, size, answers):
+def test_a_request_whose_ingress_replica_dies_is_refused_or_replayed_never_hangs(dying_ingress, size, answers):
     outcomes = [_die(dying_ingress, b"x" * size) for _ in range(2)]
     print(f"\nreplica died under a {size}-byte request: {outcomes}")
     assert {answer for answer, _ in outcomes} <= answers, outcomes

@@ -105,6 +105,9 @@ class Inference:
     async def check_health(self) -> None:
         """Serve replaces the replica if this raises: a forward pass must finish in time."""
         await self._classifier.runner.probe(HEALTH_PROBE_DEADLINE_S)
+        # Ray's metrics agent drops a gauge that was not set within two export periods (20 s):
+        # set again at every check, the cache's gauges stay on the dashboard while no request comes.
+        self._cache_metrics.publish(self._classifier.cache.stats())
 
 
 def describe_cache(cache: PredictionCache) -> str:

@@ -61,6 +61,9 @@ class Prometheus:
     def alerts(self) -> list[dict]:
         return self._get("/api/v1/alerts")["alerts"]
 
+    def rules(self) -> list[dict]:
+        return self._get("/api/v1/rules")["groups"]
+
     def targets(self) -> list[dict]:
         return self._get("/api/v1/targets")["activeTargets"]
 

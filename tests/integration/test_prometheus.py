@@ -17,7 +17,7 @@ import requests
 import yaml
 from ray import serve
 
-from loadtests.payloads import unique_photo_bytes
+from tests.images import unique_photo_bytes
 from tests.integration import prometheus as prom
 from tests.integration.conftest import INFERENCE_REPLICAS, ROOT, SERVICE_ENV, free_port
 from tests.integration.metrics import wait_for

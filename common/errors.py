@@ -58,12 +58,6 @@ class MethodNotAllowed(ClientError):
     code = "method_not_allowed"
 
 
-class NotSupported(BadRequest):
-    """An operation of a protocol that this server does not offer (as Triton, a 400)."""
-
-    code = "not_supported"
-
-
 class Unauthorized(ClientError):
     code = "unauthorized"
 

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
-from common.errors import NotFound, NotSupported
+from common.errors import BadRequest, NotFound
 from common.metrics import StageTimer
 from common.settings import Settings
 from serve_app import open_inference_codec as codec
@@ -95,7 +95,8 @@ class OpenInference:
                              for m in models])
 
     async def repository_load(self, request: Request) -> Response:
-        raise NotSupported("models are loaded from the model repository in serve_config.yaml at start-up; "
+        # A 400, as Triton answers a load or unload that its model control mode does not allow.
+        raise BadRequest("not supported: models are loaded from the model repository in serve_config.yaml at start-up; "
                            "loading and unloading at run time is not supported")
 
     async def _model_named(self, request: Request) -> dict:

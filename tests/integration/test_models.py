@@ -97,7 +97,7 @@ def test_repeats_hit_the_cache_of_their_model_across_its_two_replicas_and_miss_a
     assert not any(other), "another model's cache holds none of them"
 
 
-def test_prometheus_shows_each_models_hits_misses_and_latency_apart(service):
+def test_prometheus_shows_each_models_requests_hits_misses_and_latency_apart(service):
     photos = distinct_photos(2, size=(96, 72), salt=b"models-metrics")
     for model in MODELS:
         for data in (*photos, photos[0]):  # two misses, then a hit
@@ -108,8 +108,12 @@ def test_prometheus_shows_each_models_hits_misses_and_latency_apart(service):
         counts = {model: (total(samples, "ray_image_cache_hits_total", application=APP, model=model),
                           total(samples, "ray_image_cache_misses_total", application=APP, model=model),
                           total(samples, "ray_image_stage_latency_ms_count", application=APP, model=model,
-                                stage="inference"))
+                                stage="inference"),
+                          total(samples, "ray_image_stage_latency_ms_count", application=APP, model=model,
+                                stage="end_to_end"),
+                          total(samples, "ray_image_requests_total", application=APP, model=model, status="200"))
                   for model in MODELS}
-        return counts if all(h >= 1 and m >= 2 and n >= 2 for h, m, n in counts.values()) else None
+        return counts if all(h >= 1 and m >= 2 and n >= 2 and e >= 3 and r >= 3
+                             for h, m, n, e, r in counts.values()) else None
 
     assert wait_for(per_model), scrape(service)

@@ -141,7 +141,8 @@ class Settings:
         "Cache entries per model replica; `0` keeps nothing.",
     )
     model_name: str = _variable(
-        "MODEL_NAME", "efficientnet-lite0", _choice_parser(("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2", "torchscript")),
+        "MODEL_NAME", "efficientnet-lite0",
+        _choice_parser(("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2", "torchscript")),
         "The model when the application args name no `models` repository: `efficientnet-lite0/1/2`, "
         "or `torchscript` (the next three variables; \"Serving your own model\").",
     )

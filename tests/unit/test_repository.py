@@ -71,7 +71,8 @@ def test_a_torchscript_entry_takes_its_file_labels_and_input_size(tmp_path):
     ([LITE[0], LITE[1]], "field 'default: true'; 0 do"),
     ([{**LITE[0], "default": True}, {**LITE[1], "default": True}], "2 do"),
     ([{**LITE[0], "default": "yes"}], "field 'default'"),
-    ([LITE[0], {**LITE[1], "name": "efficientnet-lite0", "default": True}], "entry 2 ('efficientnet-lite0'), field 'name'"),
+    ([LITE[0], {**LITE[1], "name": "efficientnet-lite0", "default": True}],
+     "entry 2 ('efficientnet-lite0'), field 'name'"),
     ([], "non-empty list"),
     (["efficientnet-lite0"], "entry 1: must be a mapping"),
 ])

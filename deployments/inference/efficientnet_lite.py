@@ -6,8 +6,9 @@ names mirror that package so the state dict loads with ``strict=True``; a test c
 logits match the reference implementation.
 
 Lite variants drop squeeze-and-excitation, use ReLU6, and keep a fixed 32-channel stem and
-1280-channel head; Lite1 and Lite2 widen and repeat Lite0's inner stages (:func:`lite_stages`). Convolutions use TensorFlow's "SAME" padding because the weights were trained
-in TensorFlow, where stride-2 layers pad more on the bottom/right than on the top/left.
+1280-channel head; Lite1 and Lite2 widen and repeat Lite0's inner stages (:func:`lite_stages`).
+Convolutions use TensorFlow's "SAME" padding because the weights were trained in TensorFlow, where
+stride-2 layers pad more on the bottom/right than on the top/left.
 """
 
 from __future__ import annotations

@@ -20,27 +20,33 @@ MEGAPIXEL_BUCKETS = [0.01, 0.05, 0.1, 0.3, 0.5, 1, 2, 5, 8, 12, 20, 40]
 STAGES = ("validation", "preprocess", "inference", "end_to_end")
 
 
-class StageTimer:
-    """Latency histogram for one stage of the graph, in milliseconds."""
+# The ``model`` tag of what serves every model alike (validation, preprocessing).
+ANY_MODEL = "-"
 
-    def __init__(self, stage: str) -> None:
+
+class StageTimer:
+    """Latency histogram for one stage of the graph, in milliseconds, by model."""
+
+    def __init__(self, stage: str, model: str = ANY_MODEL) -> None:
         if stage not in STAGES:
             raise ValueError(f"unknown stage {stage!r}")
         self._histogram = Histogram(
             "image_stage_latency_ms",
-            description="Time spent in each stage of an image classification, and end to end (ms).",
+            description="Time spent in each stage of an image classification, and end to end (ms), by model.",
             boundaries=LATENCY_BUCKETS_MS,
-            tag_keys=("stage",),
+            tag_keys=("stage", "model"),
         )
-        self._histogram.set_default_tags({"stage": stage})
+        self._histogram.set_default_tags({"stage": stage, "model": model})
 
     @contextmanager
     def time(self):
+        """Time the block; it may name the model it served in the yielded tags (``tags["model"]``)."""
+        tags: dict[str, str] = {}
         start = time.perf_counter()
         try:
-            yield
+            yield tags
         finally:
-            self._histogram.observe((time.perf_counter() - start) * 1000)
+            self._histogram.observe((time.perf_counter() - start) * 1000, tags=tags or None)
 
 
 class RejectionCounter:
@@ -56,17 +62,18 @@ class RejectionCounter:
 
 
 class RequestCounter:
-    """Requests by API key (its id, never the key) and HTTP status; ``-`` when keys are off."""
+    """Requests by API key (its id, never the key), HTTP status and served model; ``-`` when keys
+    are off, and for a request that reached no model."""
 
     def __init__(self) -> None:
         self._counter = Counter(
             "image_requests",
-            description="Requests answered, by API key id and HTTP status.",
-            tag_keys=("key_id", "status"),
+            description="Requests answered, by API key id, HTTP status and model.",
+            tag_keys=("key_id", "status", "model"),
         )
 
-    def count(self, key_id: str, status: int) -> None:
-        self._counter.inc(tags={"key_id": key_id, "status": str(status)})
+    def count(self, key_id: str, status: int, model: str = ANY_MODEL) -> None:
+        self._counter.inc(tags={"key_id": key_id, "status": str(status), "model": model})
 
 
 class DecodedSizeHistogram:
@@ -82,17 +89,28 @@ class DecodedSizeHistogram:
 
 
 class CacheMetrics:
-    """Publishes a replica's cache counters and gauges from its :class:`CacheStats`."""
+    """Publishes a model replica's cache counters and gauges from its :class:`CacheStats`, tagged
+    with the model's name."""
 
-    def __init__(self) -> None:
-        self._hits = Counter("image_cache_hits", description="Model cache hits, per replica.")
-        self._misses = Counter("image_cache_misses", description="Model cache misses, per replica.")
-        self._evictions = Counter("image_cache_evictions", description="Model cache evictions, per replica.")
-        self._size = Gauge("image_cache_size", description="Entries in the model cache, per replica.")
-        self._capacity = Gauge("image_cache_capacity", description="Model cache capacity, per replica.")
-        self._hit_ratio = Gauge(
-            "image_cache_hit_ratio", description="Model cache hits / lookups since the replica started, per replica."
-        )
+    def __init__(self, model: str) -> None:
+        def tagged(metric):
+            metric.set_default_tags({"model": model})
+            return metric
+
+        self._hits = tagged(Counter("image_cache_hits", description="Model cache hits, per replica.",
+                                    tag_keys=("model",)))
+        self._misses = tagged(Counter("image_cache_misses", description="Model cache misses, per replica.",
+                                      tag_keys=("model",)))
+        self._evictions = tagged(Counter("image_cache_evictions", description="Model cache evictions, per replica.",
+                                         tag_keys=("model",)))
+        self._size = tagged(Gauge("image_cache_size", description="Entries in the model cache, per replica.",
+                                  tag_keys=("model",)))
+        self._capacity = tagged(Gauge("image_cache_capacity", description="Model cache capacity, per replica.",
+                                      tag_keys=("model",)))
+        self._hit_ratio = tagged(Gauge(
+            "image_cache_hit_ratio", description="Model cache hits / lookups since the replica started, per replica.",
+            tag_keys=("model",),
+        ))
         self._published = (0, 0, 0)
 
     def publish(self, stats: CacheStats) -> None:

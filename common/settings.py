@@ -141,9 +141,10 @@ class Settings:
         "Cache entries per model replica; `0` keeps nothing.",
     )
     model_name: str = _variable(
-        "MODEL_NAME", "efficientnet-lite0", _choice_parser(("efficientnet-lite0", "torchscript")),
-        "Which model to serve: the built-in `efficientnet-lite0`, or `torchscript` (the next three "
-        "variables; \"Serving your own model\").",
+        "MODEL_NAME", "efficientnet-lite0",
+        _choice_parser(("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2", "torchscript")),
+        "The model when the application args name no `models` repository: `efficientnet-lite0/1/2`, "
+        "or `torchscript` (the next three variables; \"Serving your own model\").",
     )
     torchscript_path: str | None = _variable(
         "TORCHSCRIPT_MODEL_PATH", "", _optional_text,
@@ -243,15 +244,25 @@ class Settings:
     @property
     def runtime(self) -> str:
         """The runtime in force: ``auto`` resolved for the device."""
-        if self.model_runtime == "auto":
-            return "torch" if self.model_device == "cuda" else "openvino"
-        return self.model_runtime
+        return resolve_runtime(self.model_runtime, "f32", self.model_device)
 
     def _check_runtime_choice(self) -> None:
-        if self.model_device == "cuda" and self.runtime != "torch":
-            raise SettingsError("MODEL_RUNTIME=openvino runs on the CPU; with MODEL_DEVICE=cuda use torch or auto")
-        if self.model_precision == "bf16" and self.runtime != "openvino":
-            raise SettingsError(f"MODEL_PRECISION=bf16 needs the openvino runtime, not {self.runtime}")
+        try:
+            resolve_runtime(self.model_runtime, self.model_precision, self.model_device)
+        except ValueError as exc:
+            raise SettingsError(f"MODEL_RUNTIME={self.model_runtime}, MODEL_PRECISION={self.model_precision}: "
+                                f"{exc}") from None
+
+
+def resolve_runtime(runtime: str, precision: str, device: str) -> str:
+    """``runtime`` (auto, openvino or torch) with ``auto`` resolved for the device; ValueError
+    for a combination that cannot run. For MODEL_RUNTIME and for each model repository entry."""
+    resolved = ("torch" if device == "cuda" else "openvino") if runtime == "auto" else runtime
+    if device == "cuda" and resolved != "torch":
+        raise ValueError("openvino runs on the CPU; with MODEL_DEVICE=cuda use torch or auto")
+    if precision == "bf16" and resolved != "openvino":
+        raise ValueError(f"bf16 needs the openvino runtime, not {resolved}")
+    return resolved
 
 
 # Field name -> its variable, in declaration order: read off the fields, never declared apart.

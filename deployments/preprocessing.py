@@ -53,8 +53,10 @@ class ImageDecoder:
         self.max_side = max_side
         Image.MAX_IMAGE_PIXELS = max_pixels
 
-    def decode(self, data: bytes, fmt: str) -> DecodedImage:
-        """Decode validated bytes of format ``fmt``; raise a typed 422 error if they do not decode."""
+    def decode(self, data: bytes, fmt: str, geometry: InputGeometry | None = None) -> DecodedImage:
+        """Decode validated bytes of format ``fmt`` for a model of ``geometry`` (default: the
+        decoder's own); raise a typed 422 error if they do not decode."""
+        geometry = geometry or self.geometry
         try:
             if fmt == "png":
                 # Checks every chunk's CRC (image data included) without decoding pixels; Pillow's
@@ -68,11 +70,11 @@ class ImageDecoder:
                     width, height = height, width
                 # JPEG can decode straight at 1/2, 1/4 or 1/8 scale while staying at least as
                 # large as what the crop needs: far less work for big photos.
-                short_side_needed = round(self.geometry.size / self.geometry.crop_fraction)
+                short_side_needed = round(geometry.size / geometry.crop_fraction)
                 image.draft(None, (short_side_needed, short_side_needed))
                 image = ImageOps.exif_transpose(image)
                 rgb = to_rgb(image)
-                pixels = self._crop_and_resize(rgb)
+                pixels = _crop_and_resize(rgb, geometry)
         except ServiceError:
             raise
         except Image.DecompressionBombError as exc:
@@ -82,16 +84,17 @@ class ImageDecoder:
             raise UndecodableImage(f"{fmt} image could not be decoded: {reason}") from None
         return DecodedImage(pixels=pixels, width=width, height=height, format=fmt)
 
-    def _crop_and_resize(self, image: Image.Image) -> np.ndarray:
-        """Centre-crop ``crop_fraction`` of the shorter side and resize it to the model's square."""
-        width, height = image.size
-        side = max(1.0, min(width, height) * self.geometry.crop_fraction)
-        left, top = (width - side) / 2, (height - side) / 2
-        size = self.geometry.size
-        resized = image.resize(
-            (size, size), Image.Resampling.BICUBIC, box=(left, top, left + side, top + side)
-        )
-        return np.asarray(resized, dtype=np.uint8)
+
+def _crop_and_resize(image: Image.Image, geometry: InputGeometry) -> np.ndarray:
+    """Centre-crop ``crop_fraction`` of the shorter side and resize it to the model's square."""
+    width, height = image.size
+    side = max(1.0, min(width, height) * geometry.crop_fraction)
+    left, top = (width - side) / 2, (height - side) / 2
+    size = geometry.size
+    resized = image.resize(
+        (size, size), Image.Resampling.BICUBIC, box=(left, top, left + side, top + side)
+    )
+    return np.asarray(resized, dtype=np.uint8)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -128,8 +131,8 @@ class BudgetedDecoder:
         self.timeout_s = timeout_s
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="decode")
 
-    async def decode(self, data: bytes, fmt: str) -> DecodedImage:
-        future = asyncio.get_running_loop().run_in_executor(self._pool, self.decoder.decode, data, fmt)
+    async def decode(self, data: bytes, fmt: str, geometry: InputGeometry | None = None) -> DecodedImage:
+        future = asyncio.get_running_loop().run_in_executor(self._pool, self.decoder.decode, data, fmt, geometry)
         try:
             return await asyncio.wait_for(future, self.timeout_s)
         except asyncio.TimeoutError:
@@ -141,7 +144,8 @@ class BudgetedDecoder:
 @serve.deployment(name="Preprocessing")
 class Preprocessing:
     def __init__(self, geometry: InputGeometry) -> None:
-        """``geometry`` is the model's input, bound when the graph is built (serve_app/app.py)."""
+        """``geometry`` is the default model's input, bound when the graph is built
+        (serve_app/app.py); a call for another model passes that model's."""
         show_on_console()
         settings = get_settings()
         init_error_tracking(settings)
@@ -152,11 +156,14 @@ class Preprocessing:
         self.check_health()
 
     @reports_unexpected_errors
-    async def preprocess(self, data: bytes, fmt: str, request_id: str) -> DecodedImage:
+    async def preprocess(self, data: bytes, fmt: str, request_id: str,
+                         geometry: InputGeometry | None = None) -> DecodedImage:
         with self._timer.time():
-            decoded = await self._decoder.decode(data, fmt)
+            decoded = await self._decoder.decode(data, fmt, geometry)
         self._decoded_size.observe(decoded.width, decoded.height)
-        logger.info("request %s: decoded %dx%d", request_id, decoded.width, decoded.height)
+        size = (geometry or self._decoder.decoder.geometry).size
+        logger.info("request %s: decoded %dx%d for a %dx%d model input", request_id, decoded.width, decoded.height,
+                    size, size)
         return decoded
 
     def ready(self) -> bool:

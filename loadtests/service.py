@@ -11,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,11 +39,12 @@ class RunningService:
 
 @contextlib.contextmanager
 def running_service(config: dict, project: Path, env: dict[str, str] | None = None,
-                    timeout_s: float = 180) -> Iterator[RunningService]:
+                    timeout_s: float = 180, on_start: Callable[[int], None] | None = None,
+                    ) -> Iterator[RunningService]:
     """Run `serve run` on ``config`` from the ``project`` folder (where its import path resolves),
     in a local Ray instance of its own, until the block ends; it is ready when it enters. ``env``
     reaches every process. Needs the config's port free and no other Ray instance on this machine,
-    which `serve run` would otherwise attach to."""
+    which `serve run` would otherwise attach to. ``on_start`` gets `serve run`'s pid as it starts."""
     url = base_url(config)
     with tempfile.TemporaryDirectory(prefix="serve-run-") as folder:
         config_path, log_path = Path(folder) / "serve_config.yaml", Path(folder) / "serve_run.log"
@@ -59,6 +60,8 @@ def running_service(config: dict, project: Path, env: dict[str, str] | None = No
                 preexec_fn=_obey_sigint,
             )
         try:
+            if on_start is not None:
+                on_start(process.pid)
             _wait_until_ready(url, process, timeout_s, log_path)
             yield RunningService(process.pid, time.monotonic() - started)
         finally:

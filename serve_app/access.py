@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from common.console import CONSOLE
 from common.errors import ServiceError
-from common.metrics import RequestCounter
+from common.metrics import ANY_MODEL, RequestCounter
 from common.settings import Settings
 from serve_app.keys import AccessControl, parse_key_file
 from serve_app.routes import REQUEST_ID_HEADER
@@ -81,7 +81,8 @@ class AccessMiddleware:
                 raise
             await (await self._on_error(request, fault))(scope, receive, counting_send)
         finally:
-            self._requests.count(key_id, status or 500)
+            # The model a handler resolved the request to (request.state.model), if any.
+            self._requests.count(key_id, status or 500, scope.get("state", {}).get("model", ANY_MODEL))
 
 
 def _ensure_request_id(scope: Scope) -> str:

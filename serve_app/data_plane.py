@@ -3,6 +3,10 @@
 As in KServe, route handlers stay thin and call this; this calls the Validation, Preprocessing and
 Inference deployments through their DeploymentHandles. It never decodes an image: it hashes the
 bytes, and the Inference replica that owns the hash answers from its cache or classifies them.
+
+Each served model is an Inference deployment of its own, with its own replicas and caches; a
+request names its model, or gets the default one. Preprocessing is asked for each model's own
+input geometry.
 """
 
 from __future__ import annotations
@@ -12,12 +16,13 @@ import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from ray.exceptions import ActorUnavailableError, RayActorError
 from ray.serve.handle import DeploymentHandle
 
-from common.contracts import Prediction
-from common.errors import Unavailable
+from common.contracts import InputGeometry, Prediction
+from common.errors import NotFound, Unavailable
 from serve_app.http_errors import triage
 
 logger = logging.getLogger("ray.serve")
@@ -46,27 +51,52 @@ async def call_graph(call: Callable[[], Awaitable], request_id: str):
         raise error from exc
 
 
+@dataclass(frozen=True)
+class ServedModel:
+    inference: DeploymentHandle
+    geometry: InputGeometry | None  # None: the one Preprocessing was bound with (the default model's)
+
+
 class DataPlane:
     def __init__(self, validation: DeploymentHandle, preprocessing: DeploymentHandle,
-                 inference: DeploymentHandle, *, cache_enabled: bool, readiness_timeout_s: float) -> None:
+                 inference: DeploymentHandle, *, cache_enabled: bool, readiness_timeout_s: float,
+                 more_models: dict[str, ServedModel] | None = None) -> None:
+        """``inference`` serves the default model; ``more_models`` the others, by name."""
         self._validation = validation
         self._preprocessing = preprocessing
-        self._inference = inference
+        self._default = ServedModel(inference, None)
+        self._more_models = dict(more_models or {})
         self._cache_enabled = cache_enabled
         self._readiness_timeout_s = readiness_timeout_s
-        self._model_description: dict | None = None
-        self._readiness: tuple[float, str | None] = (float("-inf"), None)
+        self._descriptions: dict[str | None, dict] = {}  # by name; None: the default model
+        self._readiness: dict[str | None, tuple[float, str | None]] = {}  # by model; None: all
 
-    async def classify(self, data: bytes, top_k: int, request_id: str, claimed_format: str | None = None) -> Prediction:
-        """One image through the graph. Its SHA-256 picks the Inference replica that owns it, whose
-        cache may answer at once; only on a miss are the bytes validated, decoded and classified."""
+    async def model_named(self, name: str | None, request_id: str) -> dict:
+        """The description of the served model called ``name`` (None: the default);
+        :class:`NotFound` if none is, :class:`Unavailable` while it is still loading."""
+        if name is None or name in self._more_models:
+            return await self.model(request_id, name)
+        default = await self.model(request_id)
+        if name != default["name"]:
+            served = ", ".join(repr(n) for n in (default["name"], *self._more_models))
+            raise NotFound(f"unknown model {name!r}; this server serves {served}")
+        return default
+
+    async def classify(self, data: bytes, top_k: int, request_id: str, claimed_format: str | None = None,
+                       model: str | None = None) -> Prediction:
+        """One image through the graph, to the model named ``model`` (None: the default). Its
+        SHA-256 picks the model's Inference replica that owns it, whose cache may answer at once;
+        only on a miss are the bytes validated, decoded and classified."""
+        if model is not None:
+            await self.model_named(model, request_id)  # 404 if unknown; 503 while it loads, not a wait
+        served = self._more_models.get(model, self._default)
         sha256 = hashlib.sha256(data).hexdigest()
         # With serve_config.yaml's consistent-hash router, the lookup and the classify of one image
-        # reach the replica whose cache owns it.
-        model = self._inference.options(session_id=sha256)
+        # reach the replica whose cache owns it, among that model's replicas.
+        inference = served.inference.options(session_id=sha256)
         if self._cache_enabled:
             prediction = await call_graph(
-                lambda: model.lookup.remote(sha256, top_k, request_id), request_id
+                lambda: inference.lookup.remote(sha256, top_k, request_id), request_id
             )
             if prediction is not None:
                 return prediction
@@ -78,33 +108,40 @@ class DataPlane:
                 "request %s: Content-Type says %s but the bytes are %s; going by the bytes",
                 request_id, claimed_format, validated.format,
             )
+        geometry = () if served.geometry is None else (served.geometry,)
         # Chained, so that one retry covers both calls. With gRPC between deployments (the
         # throughput mode) Serve resolves the decoded array here and sends it on; with Ray actor
         # calls it would pass from replica to replica by reference.
         return await call_graph(
-            lambda: model.classify.remote(
-                self._preprocessing.preprocess.remote(data, validated.format, request_id), sha256, top_k, request_id
+            lambda: inference.classify.remote(
+                self._preprocessing.preprocess.remote(data, validated.format, request_id, *geometry),
+                sha256, top_k, request_id,
             ),
             request_id,
         )
 
-    async def check_ready(self) -> None:
-        """Raise :class:`Unavailable` naming the stages that do not pass their self-test in time.
+    async def check_ready(self, model: str | None = None) -> None:
+        """Raise :class:`Unavailable` naming the stages that do not pass their self-test in time:
+        validation, preprocessing and every model, or only ``model`` of the models.
 
         The answer is kept for READINESS_CACHE_S: the readiness routes need no API key, and each
         check runs a forward pass, so polling must not take the model's slots from real requests.
         """
-        checked_at, failure = self._readiness
+        checked_at, failure = self._readiness.get(model, (float("-inf"), None))
         if time.monotonic() - checked_at > READINESS_CACHE_S:
-            failure = await self._stage_failures()
-            self._readiness = (time.monotonic(), failure)
+            failure = await self._stage_failures(model)
+            self._readiness[model] = (time.monotonic(), failure)
             if failure:
                 logger.warning("readiness: %s", failure)
         if failure:
             raise Unavailable(failure)
 
-    async def _stage_failures(self) -> str | None:
-        stages = {"validation": self._validation, "preprocessing": self._preprocessing, "inference": self._inference}
+    async def _stage_failures(self, model: str | None) -> str | None:
+        stages = {"validation": self._validation, "preprocessing": self._preprocessing}
+        if model is None or model not in self._more_models:
+            stages["inference"] = self._default.inference
+        stages.update({f"model {name}": served.inference for name, served in self._more_models.items()
+                       if model in (None, name)})
 
         async def stage_ready(handle: DeploymentHandle) -> bool:
             try:
@@ -116,13 +153,24 @@ class DataPlane:
         not_ready = [name for name, ok in zip(stages, results) if not ok]
         return f"not ready: {', '.join(not_ready)}" if not_ready else None
 
-    async def model(self, request_id: str) -> dict:
-        """What the model replica reports about itself (``/v1/model``), asked once per ingress."""
-        if self._model_description is None:
+    async def model(self, request_id: str, name: str | None = None) -> dict:
+        """What the replicas of model ``name`` (None: the default) report about it (``/v1/model``),
+        asked once per ingress; :class:`Unavailable` while it is still loading."""
+        description = self._descriptions.get(name)
+        if description is None:
+            served = self._default if name is None else self._more_models[name]
             try:
-                self._model_description = await asyncio.wait_for(
-                    call_graph(lambda: self._inference.describe.remote(), request_id), self._readiness_timeout_s
+                description = await asyncio.wait_for(
+                    call_graph(lambda: served.inference.describe.remote(), request_id), self._readiness_timeout_s
                 )
             except asyncio.TimeoutError:
-                raise Unavailable("the model is still loading; retry shortly") from None
-        return self._model_description
+                which = "the model" if name is None else f"model {name!r}"
+                raise Unavailable(f"{which} is still loading; retry shortly") from None
+            self._descriptions[name] = description
+        return description
+
+    async def models(self, request_id: str) -> list[dict]:
+        """Every served model's description, the default first (``/v1/models``)."""
+        names = [None, *self._more_models]
+        descriptions = await asyncio.gather(*(self.model(request_id, name) for name in names))
+        return [{**d, "default": name is None} for name, d in zip(names, descriptions)]

@@ -21,12 +21,12 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from common.console import show_on_console
-from common.contracts import Prediction
+from common.contracts import InputGeometry, Prediction
 from common.error_tracking import init_error_tracking
 from common.metrics import RejectionCounter, RequestCounter, StageTimer
 from common.settings import get_settings
 from serve_app.access import AccessMiddleware, access_control
-from serve_app.data_plane import DataPlane
+from serve_app.data_plane import DataPlane, ServedModel
 from serve_app.http_errors import ErrorResponses
 from serve_app.open_inference import SERVER_VERSION, OpenInference
 from serve_app.openapi import openapi_document
@@ -57,12 +57,18 @@ class Ingress:
         validation: DeploymentHandle,
         preprocessing: DeploymentHandle,
         inference: DeploymentHandle,
+        more_models: dict[str, tuple[DeploymentHandle, InputGeometry]] | None = None,
     ) -> None:
+        """``inference`` serves the default model; ``more_models`` the repository's others, by name,
+        each with its input geometry."""
         show_on_console()
         self._settings = get_settings()
         init_error_tracking(self._settings)
-        self._plane = DataPlane(validation, preprocessing, inference, cache_enabled=self._settings.enable_model_cache,
-                                readiness_timeout_s=self._settings.readiness_timeout_s)
+        self._plane = DataPlane(
+            validation, preprocessing, inference, cache_enabled=self._settings.enable_model_cache,
+            readiness_timeout_s=self._settings.readiness_timeout_s,
+            more_models={name: ServedModel(*served) for name, served in (more_models or {}).items()},
+        )
         self._end_to_end = StageTimer("end_to_end")
         self._errors = ErrorResponses(RejectionCounter())
         self._requests = RequestCounter()
@@ -100,10 +106,16 @@ class Ingress:
     async def model_info(self, request: Request) -> Response:
         return JSONResponse(await self._plane.model(request_id_of(request)))
 
+    async def models(self, request: Request) -> Response:
+        return JSONResponse({"models": await self._plane.models(request_id_of(request))})
+
     async def classify(self, request: Request) -> Response:
         request_id = request_id_of(request)
-        with self._end_to_end.time():
+        with self._end_to_end.time() as timed:
             top_k = parse_top_k(request.query_params.get("top_k"))
             upload = await read_upload(request, self._settings.max_upload_bytes)
-            prediction = await self._plane.classify(upload.data, top_k, request_id, upload.claimed_format)
+            # An empty ?model= is an absent one: the default model.
+            prediction = await self._plane.classify(upload.data, top_k, request_id, upload.claimed_format,
+                                                    request.query_params.get("model") or None)
+            request.state.model = timed["model"] = prediction.model_name
             return JSONResponse(classification(prediction, request_id))

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
-from common.errors import NotFound
+from common.errors import BadRequest, NotFound
 from common.metrics import StageTimer
 from common.settings import Settings
 from serve_app import open_inference_codec as codec
@@ -64,7 +64,7 @@ class OpenInference:
 
     async def model_ready(self, request: Request) -> Response:
         model = await self._model_named(request)
-        await self._plane.check_ready()
+        await self._plane.check_ready(request.path_params["model"])
         return JSONResponse({"name": model["name"], "ready": True})
 
     async def model_metadata(self, request: Request) -> Response:
@@ -83,16 +83,28 @@ class OpenInference:
             # One image after another: Serve's consistent-hash router loses a second pending call to
             # the same deployment made concurrently within one request (both carry the request's
             # internal ID), and on a CPU-bound graph concurrency inside a request gains little.
-            predictions = [await self._plane.classify(data, top_k, request_id) for data in infer.images]
+            predictions = [await self._plane.classify(data, top_k, request_id, model=model["name"])
+                           for data in infer.images]
             payload, headers = codec.encode_infer_response(infer, model["name"], predictions, model["num_classes"])
         return Response(payload, headers=headers)
 
+    async def repository_index(self, request: Request) -> Response:
+        """Triton's repository extension: every served model, READY; a 503 while one still loads."""
+        models = await self._plane.models(request_id_of(request))
+        return JSONResponse([{"name": m["name"], "version": codec.VERSION, "state": "READY", "reason": ""}
+                             for m in models])
+
+    async def repository_load(self, request: Request) -> Response:
+        # A 400, as Triton answers a load or unload that its model control mode does not allow.
+        raise BadRequest("loading and unloading models is not supported: the served models are the "
+                         "repository's in serve_config.yaml, loaded at start-up")
+
     async def _model_named(self, request: Request) -> dict:
-        """The served model, if the path names it and its one version; else :class:`NotFound`."""
-        model = await self._plane.model(request_id_of(request))
-        name, version = request.path_params["model"], request.path_params.get("version", codec.VERSION)
-        if name != model["name"]:
-            raise NotFound(f"unknown model {name!r}; this server serves {model['name']!r}")
+        """The served model the path names, if it has the version asked for; else :class:`NotFound`."""
+        request_id = request_id_of(request)
+        model = await self._plane.model_named(request.path_params["model"], request_id)
+        name = request.state.model = model["name"]
+        version = request.path_params.get("version", codec.VERSION)
         if version != codec.VERSION:
             raise NotFound(f"model {name!r} has no version {version!r}; its one version is {codec.VERSION!r}")
         return model

@@ -20,7 +20,8 @@ def _json(schema: dict, description: str) -> dict:
 
 
 def _errors(*statuses: int, schema: dict = ERROR) -> dict:
-    meaning = {400: "The request is malformed.", 404: "No such model, version or route.",
+    meaning = {400: "The request is malformed, or asks for what the server does not support.",
+               404: "No such model, version or route.",
                405: "Wrong method for the route.", 408: "The request took longer than the server's limit.",
                413: "The body is larger than MAX_UPLOAD_BYTES.", 415: "Not a JPEG, PNG, GIF or WebP image.",
                422: "The image does not decode, or is too large in pixels.",
@@ -95,9 +96,11 @@ def openapi_document(version: str) -> dict:
             "/v1/classify": {"post": _operation(
                 "Classify one image",
                 {"200": _json({"$ref": "#/components/schemas/Classification"}, "The top classes."),
-                 **_errors(400, 408, 413, 415, 422, 503)},
+                 **_errors(400, 404, 408, 413, 415, 422, 503)},
                 parameters=[{"name": "top_k", "in": "query",
-                             "schema": {"type": "integer", "minimum": 1, "default": 5}}],
+                             "schema": {"type": "integer", "minimum": 1, "default": 5}},
+                            {"name": "model", "in": "query", "description": "A served model (GET /v1/models); "
+                             "absent: the default model.", "schema": {"type": "string"}}],
                 requestBody={"required": True, "content": {
                     "image/*": {"schema": {"type": "string", "format": "binary"}},
                     "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
@@ -105,8 +108,11 @@ def openapi_document(version: str) -> dict:
                         "file": {"type": "string", "format": "binary"}}}},
                 }},
             )},
-            "/v1/model": {"get": _operation("The model, its runtime and the cache settings", {
+            "/v1/model": {"get": _operation("The default model, its runtime and the cache settings", {
                 "200": _json({"type": "object"}, "Model description."), **_errors(503)})},
+            "/v1/models": {"get": _operation("Every served model, described as /v1/model, the default first", {
+                "200": _json({"type": "object", "properties": {"models": {"type": "array", "items": {
+                    "type": "object"}}}}, "The model repository."), **_errors(503)})},
             "/v2": {"get": _operation("Server metadata (Open Inference Protocol)", {
                 "200": _json({"type": "object"}, "Name, version and extensions.")})},
             "/v2/health/live": {"get": _operation("Server liveness", {"200": _json({"type": "object"}, "Live.")})},
@@ -114,6 +120,13 @@ def openapi_document(version: str) -> dict:
                 "200": _json({"type": "object"}, "Ready."), **_errors(503, schema=V2_ERROR)})},
             **_v2_model_paths("/v2/models/{model}", _MODEL_PARAMS),
             **_v2_model_paths("/v2/models/{model}/versions/{version}", _VERSION_PARAMS),
+            "/v2/repository/index": {"post": _operation("The model repository (Triton's repository extension)", {
+                "200": _json({"type": "array", "items": {"type": "object", "properties": {
+                    "name": {"type": "string"}, "version": {"type": "string"}, "state": {"type": "string"},
+                    "reason": {"type": "string"}}}}, "Every served model."), **_errors(503, schema=V2_ERROR)})},
+            **{f"/v2/repository/models/{{model}}/{action}": {"post": _operation(
+                f"Not supported: the models are those of serve_config.yaml ({action})",
+                _errors(400, schema=V2_ERROR), parameters=_MODEL_PARAMS)} for action in ("load", "unload")},
         }),
         "components": {
             "securitySchemes": {"apiKey": {

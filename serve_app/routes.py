@@ -46,11 +46,16 @@ ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("/readyz", "GET", "readyz", open=True),
     RouteSpec("/v1/classify", "POST", "classify"),
     RouteSpec("/v1/model", "GET", "model_info"),
+    RouteSpec("/v1/models", "GET", "models"),
     RouteSpec("/v2", "GET", "server_metadata"),
     RouteSpec("/v2/health/live", "GET", "live", open=True),
     RouteSpec("/v2/health/ready", "GET", "ready", open=True),
     *_v2_model_routes("/v2/models/{model}"),
     *_v2_model_routes("/v2/models/{model}/versions/{version}"),
+    # Triton's model repository extension (tritonclient's get_model_repository_index()).
+    RouteSpec("/v2/repository/index", "POST", "repository_index"),
+    RouteSpec("/v2/repository/models/{model}/load", "POST", "repository_load"),
+    RouteSpec("/v2/repository/models/{model}/unload", "POST", "repository_load"),
 )
 
 

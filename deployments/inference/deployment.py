@@ -15,7 +15,8 @@ from deployments.inference.cache import PredictionCache
 from deployments.inference.classifier import ImageClassifier
 from deployments.inference.runner import ModelRunner
 from deployments.inference.runtimes import load_runtime
-from deployments.inference.spec import model_spec_from_settings
+from deployments.inference.repository import ModelEntry, entry_from_settings
+from deployments.inference.spec import model_spec, model_spec_from_settings
 
 logger = logging.getLogger("ray.serve")
 # Below serve_config.yaml's health_check_timeout_s, so the failure names its cause. A forward pass
@@ -25,26 +26,32 @@ HEALTH_PROBE_DEADLINE_S = 10
 
 @serve.deployment(name="Inference")
 class Inference:
-    def __init__(self) -> None:
+    def __init__(self, entry: ModelEntry | None = None) -> None:
+        """``entry`` is the model's entry of the repository, bound when the graph is built
+        (serve_app/app.py); without one, the model ``MODEL_NAME`` names."""
         show_on_console()
         settings = get_settings()
         init_error_tracking(settings)
-        spec = model_spec_from_settings(settings)
+        if entry is None:
+            entry = entry_from_settings(settings)
+            spec = model_spec_from_settings(settings)
+        else:
+            spec = model_spec(entry.source, entry.name)
         logger.info(
-            "loading model %s: %s %s on %s, %d thread(s)", spec.identity, settings.runtime,
-            settings.model_precision, settings.model_device, settings.model_num_threads, extra=CONSOLE,
+            "loading model %s: %s %s on %s, %d thread(s)", spec.identity, entry.runtime,
+            entry.precision, settings.model_device, settings.model_num_threads, extra=CONSOLE,
         )
         runner = ModelRunner(spec, lambda: load_runtime(
-            spec, settings.runtime, settings.model_precision, settings.model_device,
+            spec, entry.runtime, entry.precision, settings.model_device,
             settings.model_num_threads, settings.compiled_model_dir,
         ))
-        cache = PredictionCache(settings.model_cache_size, enabled=settings.enable_model_cache)
+        cache = PredictionCache(entry.cache_size, enabled=settings.enable_model_cache)
         self._classifier = ImageClassifier(runner, cache)
         self._batching = {"max_batch_size": settings.model_max_batch_size, "wait_ms": settings.model_batch_wait_ms}
         self._classify_together.set_max_batch_size(settings.model_max_batch_size)
         self._classify_together.set_batch_wait_timeout_s(settings.model_batch_wait_ms / 1000)
-        self._timer = StageTimer("inference")
-        self._cache_metrics = CacheMetrics()
+        self._timer = StageTimer("inference", model=spec.name)
+        self._cache_metrics = CacheMetrics(model=spec.name)
         self._cache_metrics.publish(cache.stats())
         runtime = runner.runtime
         logger.info("model %s loaded: %s %s on %s; %s", spec.identity, runtime.name, runtime.precision,
@@ -57,7 +64,8 @@ class Inference:
         """The cached answer for these bytes, or None: then the caller decodes and classifies."""
         prediction = self._classifier.cached(sha256, top_k)
         self._cache_metrics.publish(self._classifier.cache.stats())
-        logger.info("request %s: cache %s", request_id, "miss" if prediction is None else "hit")
+        logger.info("request %s: model %s, cache %s", request_id, self._classifier.spec.name,
+                    "miss" if prediction is None else "hit")
         return prediction
 
     @reports_unexpected_errors
@@ -73,7 +81,8 @@ class Inference:
             else:
                 prediction = await self._classify_together(decoded, sha256, top_k)
         self._cache_metrics.publish(self._classifier.cache.stats())
-        logger.info("request %s: classified, top class %d", request_id, prediction.classes[0].class_id)
+        logger.info("request %s: model %s, classified, top class %d", request_id, prediction.model_name,
+                    prediction.classes[0].class_id)
         return prediction
 
     # With MODEL_MAX_BATCH_SIZE above 1, concurrent calls of classify() share one forward pass

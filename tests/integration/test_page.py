@@ -8,9 +8,10 @@ import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service as ChromeService
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from tests.images import PHOTO_PLAUSIBLE_LABELS, photo_bytes
+from tests.integration.conftest import MODELS_PREFIX
 
 pytestmark = pytest.mark.integration
 # Headless, and quiet: this machine's network is closed, so no background connections.
@@ -68,3 +69,16 @@ def test_api_docs_render_offline(service, browser):
     WebDriverWait(browser, 30).until(lambda b: b.find_elements(By.CSS_SELECTOR, ".route"))
     routes = browser.find_element(By.ID, "routes").text
     assert "/v1/classify" in routes and "/v2/models/{model}/infer" in routes
+
+
+def test_the_chosen_model_classifies_the_upload(service, browser, tmp_path):
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(photo_bytes("JPEG", size=(300, 200)))
+    browser.get(service.url(MODELS_PREFIX + "/"))
+    WebDriverWait(browser, 30).until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#model option")) == 3)
+    choice = Select(browser.find_element(By.ID, "model"))
+    assert choice.first_selected_option.get_attribute("value") == "efficientnet-lite0", "the default first"
+    choice.select_by_value("efficientnet-lite2")
+    upload(browser, photo)
+    WebDriverWait(browser, 60).until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#labels li")) == 5)
+    assert browser.find_element(By.ID, "meta").text.endswith("· efficientnet-lite2")

@@ -58,7 +58,8 @@ def panel_queries() -> list[tuple[str, str]]:
             yield panel
             yield from panels(panel.get("panels", []))
 
-    return [(panel["title"], target["expr"]) for dashboard in DASHBOARDS
+    # $model is the dashboard's model selector; Grafana's "All" sends its allValue, .*
+    return [(panel["title"], target["expr"].replace("$model", ".*")) for dashboard in DASHBOARDS
             for panel in panels(json.loads(dashboard.read_text())["panels"]) for target in panel.get("targets", [])]
 
 

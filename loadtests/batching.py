@@ -68,17 +68,16 @@ class BatchingBench:
             load = drive(url, self.distinct_image, c, seconds=self.args.duration)
             after = _wait_for_export(before)
         summary = load.summary()
-        batches = after[1] - before[1]
         result = {
             "max_batch_size": max_batch_size, "rps": summary["rps"], "p50_ms": summary["p50_ms"],
             "p99_ms": summary["p99_ms"], "max_ms": max(load.latencies_ms, default=float("nan")),
             "failures": summary["failures"],
-            "mean_batch": (after[0] - before[0]) / batches if batches else None,
+            "mean_batch": mean_batch(before, after),
         }
-        mean_batch = "-" if result["mean_batch"] is None else f"{result['mean_batch']:.1f}"
+        shown = "-" if result["mean_batch"] is None else f"{result['mean_batch']:.1f}"
         print(f"  [{(time.monotonic() - self.started) / 60:4.1f} min] batch up to {max_batch_size:>3}: "
               f"{result['rps']:6.1f} rps, P50 {result['p50_ms']:.0f} ms, P99 {result['p99_ms']:.0f} ms, "
-              f"max {result['max_ms']:.0f} ms, mean batch {mean_batch}, {result['failures']} failed", flush=True)
+              f"max {result['max_ms']:.0f} ms, mean batch {shown}, {result['failures']} failed", flush=True)
         return result
 
     def run(self, index: int) -> dict:
@@ -90,21 +89,31 @@ class BatchingBench:
                 "rps_ratio": batched["rps"] / statistics.mean([first["rps"], again["rps"]])}
 
 
-def batch_sizes() -> tuple[float, float]:
-    """Sum and count of Serve's batch-size histogram over every replica; zeros before any batch."""
-    total = count = 0.0
+def batch_sizes() -> dict[tuple, tuple[float, float]]:
+    """Sum and count of Serve's batch-size histogram, per series (one per replica)."""
+    series: dict[tuple, list[float]] = {}
     for target in json.loads(RAY_METRICS_TARGETS.read_text())[0]["targets"]:
-        text = requests.get(f"http://{target}/metrics", timeout=10).text
+        try:
+            text = requests.get(f"http://{target}/metrics", timeout=10).text
+        except requests.RequestException:
+            continue  # the file may still list an endpoint of an earlier Ray instance
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
-                if sample.name == BATCH_SIZE_METRIC + "_sum":
-                    total += sample.value
-                elif sample.name == BATCH_SIZE_METRIC + "_count":
-                    count += sample.value
-    return total, count
+                for index, suffix in enumerate(("_sum", "_count")):
+                    if sample.name == BATCH_SIZE_METRIC + suffix:
+                        key = tuple(sorted(sample.labels.items()))
+                        series.setdefault(key, [0.0, 0.0])[index] += sample.value
+    return {key: (total, count) for key, (total, count) in series.items()}
 
 
-def _wait_for_export(before: tuple[float, float], timeout_s: float = 30) -> tuple[float, float]:
+def mean_batch(before: dict, after: dict) -> float | None:
+    """The mean batch between two readings; a replica's series counts from zero if it is new."""
+    total = sum(after[key][0] - before.get(key, (0.0, 0.0))[0] for key in after)
+    count = sum(after[key][1] - before.get(key, (0.0, 0.0))[1] for key in after)
+    return total / count if count else None
+
+
+def _wait_for_export(before: dict, timeout_s: float = 30) -> dict:
     """Ray exports metrics every few seconds: the histogram after the load, once it has moved and
     then held still for one export period."""
     deadline = time.monotonic() + timeout_s

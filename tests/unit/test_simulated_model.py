@@ -78,3 +78,18 @@ def test_the_service_reports_the_simulated_model_by_name():
 def test_a_runtime_that_is_neither_a_choice_nor_an_import_path_is_refused(raw):
     with pytest.raises(SettingsError, match="MODEL_RUNTIME"):
         Settings.from_env({"MODEL_RUNTIME": raw})
+
+
+def test_while_a_pass_runs_the_runner_says_about_how_much_longer_it_takes():
+    runner = simulated_runner("batch_ms=400")  # the warm-up pass sets the expected length
+    assert runner.busy_for_s() == 0
+
+    async def midway() -> float:
+        task = asyncio.ensure_future(runner.top_classes(images(2), 1))
+        await asyncio.sleep(0.1)
+        left = runner.busy_for_s()
+        await task
+        return left
+
+    assert 0 < asyncio.run(midway()) < 0.4  # about 0.3 s of the 0.4 s pass are left
+    assert runner.busy_for_s() == 0

@@ -180,8 +180,8 @@ class Settings:
     model_runtime: str = _variable(
         "MODEL_RUNTIME", "auto", _runtime_parser(("auto", "openvino", "torch")),
         "`openvino` (converted from the torch weights at start-up, about 4× faster on a CPU), `torch` "
-        "(eager), or `auto`: `openvino` on `cpu`, `torch` on `cuda`. Benchmarks name a simulated model "
-        "by import path (docs/performance.md, \"Batching\").",
+        "(eager), `auto`: `openvino` on `cpu`, `torch` on `cuda`, or an import path (docs/performance.md, "
+        "\"Batching\").",
     )
     model_precision: str = _variable(
         "MODEL_PRECISION", "f32", _choice_parser(("f32", "bf16")),
@@ -205,7 +205,8 @@ class Settings:
     )
     model_batch_wait_ms: int = _variable(
         "MODEL_BATCH_WAIT_MS", "5", _int_parser(0),
-        "With `MODEL_MAX_BATCH_SIZE` above 1: how long a batch waits for more requests.",
+        "With `MODEL_MAX_BATCH_SIZE` above 1: how long a batch waits for more requests (during a "
+        "pass, until its end).",
     )
     sentry_dsn: str | None = _variable(
         "SENTRY_DSN", "", _optional_text,

@@ -84,6 +84,7 @@ class Inference:
 
     # With MODEL_MAX_BATCH_SIZE above 1, concurrent calls of classify() share one forward pass
     # (the size and wait are set in __init__). Serve exports the sizes as serve_actual_batch_size.
+    # Batches do not overlap (max_concurrent_batches 1): the runner's one thread would only queue them.
     @serve.batch(max_batch_size=1, batch_wait_timeout_s=0)
     async def _classify_together(self, images: list[DecodedImage], sha256s: list[str],
                                  top_ks: list[int]) -> list[Prediction]:

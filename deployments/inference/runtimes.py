@@ -50,11 +50,11 @@ def load_runtime(spec: ModelSpec, runtime: str, precision: str, device: str, num
     if runtime == "torch":
         return TorchRuntime(spec, device, num_threads)
     if ":" in runtime:
-        return imported_runtime(spec, runtime)
+        return _imported_runtime(spec, runtime)
     return OpenVinoRuntime(_converted_to_openvino(spec, cache_dir), precision, num_threads)
 
 
-def imported_runtime(spec: ModelSpec, import_path: str) -> ModelRuntime:
+def _imported_runtime(spec: ModelSpec, import_path: str) -> ModelRuntime:
     """``package.module:Factory?name=number&...``: ``Factory(spec, name=number, ...)``."""
     target, _, query = import_path.partition("?")
     module, _, attribute = target.partition(":")

@@ -50,3 +50,9 @@ def test_a_burst_shares_a_few_forward_passes_and_no_request_stalls(service):
     requests_batched, passes = after[0] - before[0], after[1] - before[1]
     assert requests_batched == BURST
     assert requests_batched / passes >= 4, f"{passes:g} forward passes for {BURST} requests"
+
+
+def test_the_model_endpoint_says_the_model_is_simulated(service):
+    info = requests.get(service.url(BATCHED_PREFIX + "/v1/model"), timeout=30).json()
+    assert info["runtime"] == "simulated (300 ms per batch + 0 ms per image)"
+    assert info["batching"]["max_batch_size"] == 16

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import re
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -66,6 +67,23 @@ def _choice_parser(choices: tuple[str, ...]) -> Callable[[str, str], str]:
         value = raw.strip()
         if value not in choices:
             raise SettingsError(f"{name}={raw!r} must be one of: {', '.join(choices)}")
+        return value
+
+    return parse
+
+
+# MODEL_RUNTIME's other form: ``package.module:Factory`` with optional ``?name=number&...``
+# arguments, imported only when the model loads (the simulated model of the batching benchmarks).
+RUNTIME_IMPORT_PATH = re.compile(r"[\w.]+:\w+(\?\w+=[0-9.]+(&\w+=[0-9.]+)*)?")
+
+
+def _runtime_parser(choices: tuple[str, ...]) -> Callable[[str, str], str]:
+    """One of ``choices``, or an import path (``RUNTIME_IMPORT_PATH``)."""
+    def parse(name: str, raw: str) -> str:
+        value = raw.strip()
+        if value not in choices and not RUNTIME_IMPORT_PATH.fullmatch(value):
+            raise SettingsError(f"{name}={raw!r} must be one of: {', '.join(choices)}, or an import "
+                                "path package.module:Factory[?name=number&...]")
         return value
 
     return parse
@@ -163,9 +181,10 @@ class Settings:
         "Where the forward pass runs; `cuda` needs the CUDA build of torch.",
     )
     model_runtime: str = _variable(
-        "MODEL_RUNTIME", "auto", _choice_parser(("auto", "openvino", "torch")),
+        "MODEL_RUNTIME", "auto", _runtime_parser(("auto", "openvino", "torch")),
         "`openvino` (converted from the torch weights at start-up, about 4× faster on a CPU), `torch` "
-        "(eager), or `auto`: `openvino` on `cpu`, `torch` on `cuda`.",
+        "(eager), `auto`: `openvino` on `cpu`, `torch` on `cuda`, or an import path (docs/performance.md, "
+        "\"Batching\").",
     )
     model_precision: str = _variable(
         "MODEL_PRECISION", "f32", _choice_parser(("f32", "bf16")),
@@ -189,7 +208,8 @@ class Settings:
     )
     model_batch_wait_ms: int = _variable(
         "MODEL_BATCH_WAIT_MS", "5", _int_parser(0),
-        "With `MODEL_MAX_BATCH_SIZE` above 1: how long a batch waits for more requests.",
+        "With `MODEL_MAX_BATCH_SIZE` above 1: how long a batch waits for more requests (during a "
+        "pass, until its end).",
     )
     sentry_dsn: str | None = _variable(
         "SENTRY_DSN", "", _optional_text,
@@ -255,10 +275,10 @@ class Settings:
 
 
 def resolve_runtime(runtime: str, precision: str, device: str) -> str:
-    """``runtime`` (auto, openvino or torch) with ``auto`` resolved for the device; ValueError
-    for a combination that cannot run. For MODEL_RUNTIME and for each model repository entry."""
+    """``runtime`` (auto, openvino, torch or an import path) with ``auto`` resolved for the device;
+    ValueError for a combination that cannot run. For MODEL_RUNTIME and for each model repository entry."""
     resolved = ("torch" if device == "cuda" else "openvino") if runtime == "auto" else runtime
-    if device == "cuda" and resolved != "torch":
+    if device == "cuda" and resolved == "openvino":
         raise ValueError("openvino runs on the CPU; with MODEL_DEVICE=cuda use torch or auto")
     if precision == "bf16" and resolved != "openvino":
         raise ValueError(f"bf16 needs the openvino runtime, not {resolved}")

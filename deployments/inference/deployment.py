@@ -49,7 +49,7 @@ class Inference:
         self._classifier = ImageClassifier(runner, cache)
         self._batching = {"max_batch_size": settings.model_max_batch_size, "wait_ms": settings.model_batch_wait_ms}
         self._classify_together.set_max_batch_size(settings.model_max_batch_size)
-        self._classify_together.set_batch_wait_timeout_s(settings.model_batch_wait_ms / 1000)
+        self._batch_wait_s = settings.model_batch_wait_ms / 1000
         self._timer = StageTimer("inference", model=spec.name)
         self._cache_metrics = CacheMetrics(model=spec.name)
         self._cache_metrics.publish(cache.stats())
@@ -79,6 +79,12 @@ class Inference:
                 # Unbatched, skip Serve's batch queue: a task hop and its metrics per request.
                 prediction = await self._classifier.classify(decoded, sha256, top_k)
             else:
+                # Serve closes a batch when its wait ends, even while the model still runs the
+                # last one; closed batches then queue for the model, each a pass of its own. So a
+                # batch that starts while the model is busy waits until the model is free, and
+                # takes every request that came meanwhile (docs/performance.md, "Batching").
+                busy_for_s = self._classifier.runner.busy_for_s()
+                self._classify_together.set_batch_wait_timeout_s(max(self._batch_wait_s, busy_for_s))
                 prediction = await self._classify_together(decoded, sha256, top_k)
         self._cache_metrics.publish(self._classifier.cache.stats())
         logger.info("request %s: model %s, classified, top class %d", request_id, prediction.model_name,
@@ -87,6 +93,7 @@ class Inference:
 
     # With MODEL_MAX_BATCH_SIZE above 1, concurrent calls of classify() share one forward pass
     # (the size and wait are set in __init__). Serve exports the sizes as serve_actual_batch_size.
+    # Batches do not overlap (max_concurrent_batches 1): the runner's one thread would only queue them.
     @serve.batch(max_batch_size=1, batch_wait_timeout_s=0)
     async def _classify_together(self, images: list[DecodedImage], sha256s: list[str],
                                  top_ks: list[int]) -> list[Prediction]:

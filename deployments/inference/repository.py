@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.settings import Settings, SettingsError, resolve_runtime
+from common.settings import RUNTIME_IMPORT_PATH, Settings, SettingsError, resolve_runtime
 from deployments.inference.spec import PACKAGED_MODELS, ModelSource, source_from_settings
 
 DEFAULT_DEPLOYMENT = "Inference"
@@ -41,7 +41,7 @@ class RepositoryError(SettingsError):
 class ModelEntry:
     name: str
     source: ModelSource
-    runtime: str  # resolved: openvino or torch
+    runtime: str  # resolved: openvino, torch or an import path
     precision: str
     cache_size: int
     deployment: str  # the name of its Inference deployment
@@ -110,8 +110,8 @@ def _parse_entry(index: int, item: object, settings: Settings) -> tuple[ModelEnt
     if not isinstance(is_default, bool):
         raise fail("default", f"must be true or false, not {is_default!r}")
     runtime = item.get("runtime", settings.model_runtime)
-    if runtime not in RUNTIMES:
-        raise fail("runtime", f"must be one of {', '.join(RUNTIMES)}, not {runtime!r}")
+    if runtime not in RUNTIMES and not (isinstance(runtime, str) and RUNTIME_IMPORT_PATH.fullmatch(runtime)):
+        raise fail("runtime", f"must be one of {', '.join(RUNTIMES)} or an import path, not {runtime!r}")
     precision = item.get("precision", settings.model_precision)
     if precision not in PRECISIONS:
         raise fail("precision", f"must be one of {', '.join(PRECISIONS)}, not {precision!r}")

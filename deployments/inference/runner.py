@@ -8,6 +8,7 @@ replica serialises them; Serve's queue and autoscaling add parallelism across re
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -22,18 +23,33 @@ class ModelRunner:
     def __init__(self, spec: ModelSpec, build_runtime: Callable[[], ModelRuntime]) -> None:
         self.spec = spec
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-runner")
+        # When the forward pass in progress should end (time.monotonic), by the last one's length.
+        self._busy_until = 0.0
+        self._last_forward_s = 0.0
         self.runtime = self._executor.submit(self._build, build_runtime).result()
 
     def _build(self, build_runtime: Callable[[], ModelRuntime]) -> ModelRuntime:
         runtime = build_runtime()
         size = self.spec.geometry.size
         # One warm-up pass so the first request does not pay for lazy initialisation.
+        started = time.monotonic()
         runtime.forward(np.zeros((1, size, size, 3), dtype=np.uint8))
+        self._last_forward_s = time.monotonic() - started
         return runtime
+
+    def busy_for_s(self) -> float:
+        """How much longer the forward pass in progress should take; 0 when the model is idle."""
+        return max(0.0, self._busy_until - time.monotonic())
 
     def _top_classes(self, pixels: np.ndarray, top_k: int) -> list[TopClasses]:
         """Top ``top_k`` classes for each image of a uint8 NHWC batch."""
-        probabilities = self.runtime.forward(pixels)
+        started = time.monotonic()
+        self._busy_until = started + self._last_forward_s
+        try:
+            probabilities = self.runtime.forward(pixels)
+        finally:
+            self._last_forward_s = time.monotonic() - started
+            self._busy_until = 0.0
         best_first = np.argsort(-probabilities, axis=1, kind="stable")[:, :top_k]
         return [
             TopClasses(tuple(ids.tolist()), tuple(row[ids].tolist()))

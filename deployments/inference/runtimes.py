@@ -1,5 +1,6 @@
-"""Model runtimes behind one seam, chosen by ``MODEL_RUNTIME``: eager torch, or OpenVINO compiled
-from the same torch module.
+"""Model runtimes behind one seam, chosen by ``MODEL_RUNTIME``: eager torch, OpenVINO compiled
+from the same torch module, or a runtime named by its import path (the simulated model of the
+benchmarks).
 
 Every runtime maps a uint8 NHWC batch to float32 softmax probabilities. OpenVINO gets the spec's
 normalisation and the softmax baked into its graph; the conversion runs once and its result is
@@ -14,6 +15,7 @@ input shape and is not safe for concurrent ``forward`` calls.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import logging
 import os
 import shutil
@@ -23,6 +25,7 @@ from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
+from urllib.parse import parse_qsl
 
 import numpy as np
 
@@ -46,7 +49,17 @@ def load_runtime(spec: ModelSpec, runtime: str, precision: str, device: str, num
                  cache_dir: Path) -> ModelRuntime:
     if runtime == "torch":
         return TorchRuntime(spec, device, num_threads)
+    if ":" in runtime:
+        return _imported_runtime(spec, runtime)
     return OpenVinoRuntime(_converted_to_openvino(spec, cache_dir), precision, num_threads)
+
+
+def _imported_runtime(spec: ModelSpec, import_path: str) -> ModelRuntime:
+    """``package.module:Factory?name=number&...``: ``Factory(spec, name=number, ...)``."""
+    target, _, query = import_path.partition("?")
+    module, _, attribute = target.partition(":")
+    factory = getattr(importlib.import_module(module), attribute)
+    return factory(spec, **{name: float(value) for name, value in parse_qsl(query, strict_parsing=bool(query))})
 
 
 class TorchRuntime:

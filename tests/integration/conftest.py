@@ -48,9 +48,14 @@ NO_CACHE_ENV = {"ENABLE_MODEL_CACHE": "false", "MODEL_RUNTIME": "torch",
 NO_CACHE_PREFIX = "/nocache"
 # A third copy of the app, with API keys and a rate limit (test_keys.py).
 SECURED_PREFIX = "/secured"
+# A fourth, batching the simulated model of the benchmarks, as slow as the stall it guards against
+# is easy to see (test_batching.py).
+BATCHED_PREFIX = "/batched"
+BATCHED_ENV = {"ENABLE_MODEL_CACHE": "false", "MODEL_MAX_BATCH_SIZE": "16",
+               "MODEL_RUNTIME": "deployments.inference.simulated:SimulatedRuntime?batch_ms=300"}
 KEY_IDS = ("rotated-out", "steady", "limited")
 RATE_LIMIT = {"RATE_LIMIT_RPS": "0.5", "RATE_LIMIT_BURST": "2"}
-# A fourth copy serves the shipped model repository (Lite0, the default, Lite1 and Lite2) at its
+# A fifth copy serves the shipped model repository (Lite0, the default, Lite1 and Lite2) at its
 # own prefix (test_models.py); the other three serve the one model MODEL_NAME names, as before
 # repositories. Each model gets a quarter CPU, so the session fits its 4 logical CPUs; one model
 # gets two replicas, so its cache affinity is tested.
@@ -154,8 +159,9 @@ def _two_model_replicas(deployment: dict) -> dict:
     return {**fixed, "num_replicas": INFERENCE_REPLICAS, "ray_actor_options": {"num_cpus": 0.5}}
 
 
-def _secured(deployment: dict) -> dict:
-    """One replica, reserving no CPU: the keyed copy of the app serves only a few requests."""
+def _one_replica_reserving_no_cpu(deployment: dict) -> dict:
+    """One replica, reserving no CPU: the keyed and the batched copies of the app serve only a few
+    requests."""
     fixed = {k: v for k, v in deployment.items() if k != "autoscaling_config"}
     return {**fixed, "num_replicas": 1, "ray_actor_options": {"num_cpus": 0}}
 
@@ -171,8 +177,8 @@ def _models_replicas(deployment: dict) -> dict:
 def _test_config(port: int, keys_file: Path) -> tuple[dict, ServicePorts]:
     """serve_config.yaml on test ports, serving the model MODEL_NAME names with two fixed Inference
     replicas, plus a cache-disabled copy of the app with one replica per deployment and tight queue
-    limits (the overload tests use it), a copy with API keys and a rate limit, and one serving the
-    shipped model repository; and the ports it listens on."""
+    limits (the overload tests use it), a copy with API keys and a rate limit, one batching a
+    simulated model, and one serving the shipped model repository; and the ports it listens on."""
     config = serve_config()
     ports = on_private_ports(config, port)
     config["http_options"]["request_timeout_s"] = REQUEST_TIMEOUT_S
@@ -193,9 +199,14 @@ def _test_config(port: int, keys_file: Path) -> tuple[dict, ServicePorts]:
     secured = {
         **app, "name": "image-classifier-secured", "route_prefix": SECURED_PREFIX,
         "runtime_env": {"env_vars": {"API_KEYS_FILE": str(keys_file), **RATE_LIMIT}},
-        "deployments": [_secured(d) for d in shipped],
+        "deployments": [_one_replica_reserving_no_cpu(d) for d in shipped],
     }
-    config["applications"] += [no_cache, secured, models]
+    batched = {
+        **app, "name": "image-classifier-batched", "route_prefix": BATCHED_PREFIX,
+        "runtime_env": {"env_vars": BATCHED_ENV},
+        "deployments": [_one_replica_reserving_no_cpu(d) for d in shipped],
+    }
+    config["applications"] += [no_cache, secured, batched, models]
     return config, ports
 
 
@@ -232,8 +243,8 @@ def service() -> Service:
     try:
         try:
             wait_until_ready(base_url, process, STARTUP_TIMEOUT_S,
-                             ("/readyz", NO_CACHE_PREFIX + "/readyz", SECURED_PREFIX + "/readyz",
-                              MODELS_PREFIX + "/readyz"))
+                             ("/readyz", *(prefix + "/readyz" for prefix in
+                                           (NO_CACHE_PREFIX, SECURED_PREFIX, BATCHED_PREFIX, MODELS_PREFIX))))
         except RuntimeError as exc:
             pytest.fail(f"{exc}:\n{log_path.read_text()[-4000:]}")
         yield Service(

@@ -50,6 +50,12 @@ def test_an_entry_overrides_the_runtime_precision_and_cache_size_and_the_default
         ("efficientnet-lite1", "torch", 3), ("efficientnet-lite0", "openvino", 9)]
 
 
+def test_a_simulated_runtime_named_by_model_runtime_serves_every_entry_of_the_shipped_repository():
+    simulated = "deployments.inference.simulated:SimulatedRuntime?batch_ms=30"
+    entries = repository([{**LITE[0], "default": True}, LITE[1]], MODEL_RUNTIME=simulated)
+    assert [e.runtime for e in entries] == [simulated, simulated]
+
+
 def test_a_torchscript_entry_takes_its_file_labels_and_input_size(tmp_path):
     model, labels = tmp_path / "mine.pt", tmp_path / "labels.txt"
     model.write_bytes(b"x")
@@ -63,6 +69,7 @@ def test_a_torchscript_entry_takes_its_file_labels_and_input_size(tmp_path):
     ([LITE[0], {**LITE[1], "cache_size": -1}], "entry 2 ('efficientnet-lite1'), field 'cache_size'"),
     ([LITE[0], {**LITE[1], "cache_size": "big"}], "field 'cache_size'"),
     ([{**LITE[0], "precision": "fp8"}], "field 'precision'"),
+    ([{**LITE[0], "runtime": "tensorrt"}], "field 'runtime': must be one of auto, openvino, torch or an import path"),
     ([{**LITE[0], "runtime": "torch", "precision": "bf16"}], "field 'runtime': bf16 needs the openvino"),
     ([{**LITE[0], "replicas": 2}], "field 'replicas': unknown field"),
     ([{**LITE[0], "name": "a/b"}], "field 'name'"),

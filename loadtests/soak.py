@@ -573,8 +573,9 @@ def soak(args, config: dict, url: str, request_timeout_s: float, dashboard: str,
     steady.result()
     time.sleep(5)  # a burst's last answers
     load.close()
-    sampler.stopping.set()
-    scraper.stopping.set()
+    for thread in (sampler, scraper):
+        thread.stopping.set()
+        thread.join()
     progress(began, "load done; waiting for the service's counters to settle")
     scraper.settle()
     report = build_report(args, rps, load.samples, sampler.rows, faults, counted_before, scraper.totals(),

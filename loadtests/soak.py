@@ -278,10 +278,10 @@ class CounterScraper(threading.Thread):
         for (name, labels), value in self.series.items():
             labels = dict(labels)
             if name == "ray_serve_num_http_requests_total":
-                serve_by_status[labels["status_code"]] += value
-                serve_by_route[f"{labels.get('method')} {labels.get('route')} {labels['status_code']}"] += value
+                serve_by_status[labels.get("status_code")] += value
+                serve_by_route[f"{labels.get('method')} {labels.get('route')} {labels.get('status_code')}"] += value
             elif name == "ray_image_requests_total":
-                app_by_status[labels["status"]] += value
+                app_by_status[labels.get("status")] += value
             elif name == "ray_image_cache_hits_total":
                 hits += value
             else:
@@ -576,6 +576,9 @@ def soak(args, config: dict, url: str, request_timeout_s: float, dashboard: str,
     for thread in (sampler, scraper):
         thread.stopping.set()
         thread.join()
+    # What the report is built from, kept in case building it fails.
+    (args.out / "raw.json").write_text(json.dumps({"samples": [asdict(s) for s in load.samples], "processes": sampler.rows,
+                                                   "faults": [asdict(f) for f in faults]}))
     progress(began, "load done; waiting for the service's counters to settle")
     scraper.settle()
     report = build_report(args, rps, load.samples, sampler.rows, faults, counted_before, scraper.totals(),
@@ -624,7 +627,8 @@ def build_report(args, rps: float, samples: list[Sample], rows: list[dict], faul
             "service_counters": counted, "targets": targets,
             "unexpected_answers": dict(collections.Counter(f"{s.kind} {s.status} {s.code}" for s in samples
                                                            if not s.expected).most_common()),
-            "processes": rows}
+            # every Serve process's readings, every 30 s (the growth above uses them all)
+            "processes": [row for row in rows if row["t"] % 30 < SAMPLE_EVERY_S]}
 
 
 def summary_text(report: dict) -> str:

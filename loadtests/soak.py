@@ -51,6 +51,7 @@ import yaml
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 from ray import serve
+from ray.util.state import list_actors
 
 from loadtests.driver import NO_ANSWER, drive, percentile, require_loopback
 from loadtests.photos import encode, make_unique, sample_photo
@@ -307,11 +308,14 @@ def free_port() -> int:
 
 
 def replicas(deployment: str) -> list[str]:
-    return [a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if f"{APP}#{deployment}#" in a["name"]]
+    """The deployment's live replicas (not those waiting for a CPU), in random order."""
+    alive = [a.name for a in list_actors(filters=[("state", "=", "ALIVE")], limit=10000)
+             if f"{APP}#{deployment}#" in (a.name or "")]
+    return random.sample(alive, len(alive))
 
 
 def kill_replica(deployment: str) -> str:
-    name = random.choice(replicas(deployment))
+    name = replicas(deployment)[0]
     ray.kill(ray.get_actor(name, namespace="serve"), no_restart=True)
     return name
 
@@ -319,14 +323,17 @@ def kill_replica(deployment: str) -> str:
 def wedge_runner() -> str:
     """Blocks the model thread of one Inference replica for good, as a forward pass stuck in a
     driver call would; Serve's health check then fails and replaces the replica."""
-    name = random.choice(replicas("Inference"))
-
     def block_the_model_thread(replica) -> None:
         model = replica._replica_impl._user_callable_wrapper._callable
         model._classifier.runner._executor.submit(threading.Event().wait)
 
-    ray.get(ray.get_actor(name, namespace="serve").__ray_call__.remote(block_the_model_thread), timeout=30)
-    return name
+    for name in replicas("Inference"):
+        try:  # a replica still loading its model answers only once it is done
+            ray.get(ray.get_actor(name, namespace="serve").__ray_call__.remote(block_the_model_thread), timeout=10)
+            return name
+        except ray.exceptions.GetTimeoutError:
+            continue
+    raise RuntimeError("no Inference replica took the call")
 
 
 def redeploy(config: dict, cache_size: str, dashboard: str, folder: Path, timeout_s: float) -> bool:
@@ -521,6 +528,16 @@ def progress(began: float, text: str) -> None:
 def inject(name: str, faults: list[Fault], load: Load, args, config: dict, dashboard: str, folder: Path,
            began: float) -> Fault:
     fault = Fault(name, time.monotonic() - began, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    try:
+        act(fault, faults, load, args, config, dashboard, folder)
+    except Exception as exc:  # noqa: BLE001 - a fault that could not be injected is reported, and the soak goes on
+        fault.detail = f"not injected: {exc!r}"[:300]
+    fault.done_s = round(time.monotonic() - began - fault.at_s, 1)
+    return fault
+
+
+def act(fault: Fault, faults: list[Fault], load: Load, args, config: dict, dashboard: str, folder: Path) -> None:
+    name = fault.name
     if name == "kill-inference":
         fault.detail = "killed " + kill_replica("Inference")
     elif name == "kill-preprocessing":
@@ -534,8 +551,6 @@ def inject(name: str, faults: list[Fault], load: Load, args, config: dict, dashb
         size = CACHE_SIZES[sum(f.name == "redeploy" for f in faults) % len(CACHE_SIZES)]
         running = redeploy(config, size, dashboard, folder, args.window)
         fault.detail = f"MODEL_CACHE_SIZE={size}" + ("" if running else f", not RUNNING after {args.window:g} s")
-    fault.done_s = round(time.monotonic() - began - fault.at_s, 1)
-    return fault
 
 
 def soak(args, config: dict, url: str, request_timeout_s: float, dashboard: str, metrics_url: str,

@@ -1,7 +1,7 @@
 """A soak test: the service under a steady mixed load for a while, with faults on a schedule.
 
-    python -m loadtests.soak [--minutes 10] [--rps R] [--fault-every 120] [--faults a,b,...]
-        [--config serve_config.yaml] [--out soak-report]
+    python -m loadtests.soak [--minutes 10] [--rps R] [--fault-every 150] [--window 90]
+        [--faults a,b,...] [--burst 1500] [--config serve_config.yaml] [--out soak-report]
 
 It starts a Ray instance of its own (private temp dir, dashboard and metrics on free ports) and
 `serve run` on the config, on one node; the config's ports (8000, 8200-8209, 8500, 8404, 9101)
@@ -16,10 +16,14 @@ timestamped, acting as an operator would (Ray's and Serve's APIs, the `serve` CL
 - burst: --burst simultaneous fresh uploads, past the queue limits;
 - redeploy: `serve deploy` of the config with MODEL_CACHE_SIZE changed (every replica replaced).
 
+It runs on one node, so killing a worker node is not among its faults (the scale-out test,
+tests/integration/test_scale_out.py, kills one under load).
+
 Writes to --out: soak.json (per fault window and overall: requests sent, answered, by status,
 hung, recovery time; RSS, open files and threads of every Serve process over time with their
 growth per hour after the warm-up; the service's own counters, read from its metrics endpoint,
-against the client's counts), soak.png (the timeline) and summary.txt, which is also printed.
+against the client's counts), soak.png (the timeline), summary.txt, which is also printed, and
+raw.json (every request and reading, written first).
 Exits 1 when a target is missed. Load goes to 127.0.0.1 only.
 """
 

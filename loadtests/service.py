@@ -40,11 +40,12 @@ class RunningService:
 @contextlib.contextmanager
 def running_service(config: dict, project: Path, env: dict[str, str] | None = None,
                     timeout_s: float = 180, on_start: Callable[[int], None] | None = None,
-                    ) -> Iterator[RunningService]:
+                    address: str | None = None) -> Iterator[RunningService]:
     """Run `serve run` on ``config`` from the ``project`` folder (where its import path resolves),
-    in a local Ray instance of its own, until the block ends; it is ready when it enters. ``env``
-    reaches every process. Needs the config's port free and no other Ray instance on this machine,
-    which `serve run` would otherwise attach to. ``on_start`` gets `serve run`'s pid as it starts."""
+    in a local Ray instance of its own (or the one at ``address``), until the block ends; it is
+    ready when it enters. ``env`` reaches every process. Needs the config's port free and, without
+    ``address``, no other Ray instance on this machine, which `serve run` would otherwise attach to.
+    ``on_start`` gets `serve run`'s pid as it starts."""
     url = base_url(config)
     with tempfile.TemporaryDirectory(prefix="serve-run-") as folder:
         config_path, log_path = Path(folder) / "serve_config.yaml", Path(folder) / "serve_run.log"
@@ -53,7 +54,8 @@ def running_service(config: dict, project: Path, env: dict[str, str] | None = No
         started = time.monotonic()
         with log_path.open("wb") as log:
             process = subprocess.Popen(
-                [str(Path(sys.executable).parent / "serve"), "run", str(config_path)], cwd=project,
+                [str(Path(sys.executable).parent / "serve"), "run", *(["--address", address] if address else []),
+                 str(config_path)], cwd=project,
                 env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
                 # Run in the background (nohup, `&`), this tool ignores SIGINT, and so would serve
                 # run: it would be killed instead of stopped, and leave HAProxy on port 8000.

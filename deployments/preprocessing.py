@@ -145,7 +145,8 @@ class BudgetedDecoder:
 class Preprocessing:
     def __init__(self, geometry: InputGeometry) -> None:
         """``geometry`` is the default model's input, bound when the graph is built
-        (serve_app/app.py); a call for another model passes that model's."""
+        (serve_app/app.py); a call for another model passes that model's, and every call names
+        its model for the log."""
         show_on_console()
         settings = get_settings()
         init_error_tracking(settings)
@@ -156,14 +157,14 @@ class Preprocessing:
         self.check_health()
 
     @reports_unexpected_errors
-    async def preprocess(self, data: bytes, fmt: str, request_id: str,
+    async def preprocess(self, data: bytes, fmt: str, request_id: str, model: str,
                          geometry: InputGeometry | None = None) -> DecodedImage:
         with self._timer.time():
             decoded = await self._decoder.decode(data, fmt, geometry)
         self._decoded_size.observe(decoded.width, decoded.height)
         size = (geometry or self._decoder.decoder.geometry).size
-        logger.info("request %s: decoded %dx%d for a %dx%d model input", request_id, decoded.width, decoded.height,
-                    size, size)
+        logger.info("request %s: model %s, decoded %dx%d for a %dx%d input", request_id, model, decoded.width,
+                    decoded.height, size, size)
         return decoded
 
     def ready(self) -> bool:

@@ -110,12 +110,13 @@ class Validation:
     # Async although nothing in it awaits: the checks take microseconds, and Serve would hand a
     # sync method to a worker thread and back on every request, which costs more than they do.
     @reports_unexpected_errors
-    async def validate(self, data: bytes, request_id: str) -> ValidatedImage:
+    async def validate(self, data: bytes, request_id: str, model: str) -> ValidatedImage:
+        """``model``, the model the request is for, is only logged: the checks are the same for all."""
         with self._timer.time():
             validated = self._validator.validate(data)
         logger.info(
-            "request %s: %s %dx%d, %d bytes",
-            request_id, validated.format, validated.width, validated.height, validated.num_bytes,
+            "request %s: model %s, %s %dx%d, %d bytes",
+            request_id, model, validated.format, validated.width, validated.height, validated.num_bytes,
         )
         return validated
 

@@ -5,6 +5,7 @@ and status. The keys themselves, their file and the token buckets are in ``serve
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -76,6 +77,12 @@ class AccessMiddleware:
                 except ServiceError as refusal:
                     answer = await self._on_error(request, refusal)
             await answer(scope, receive, counting_send)
+        except asyncio.CancelledError:
+            # Serve cancels the handler when the request runs past request_timeout_s, and answers
+            # the client 408 itself (or the client went away, and got nothing): counted as 408,
+            # so the counter agrees with what clients saw.
+            status = status or 408
+            raise
         except Exception as fault:
             if status is not None:  # a response already begun cannot be replaced
                 raise

@@ -22,6 +22,7 @@ def build_app(args: dict | None = None) -> Application:
     return Ingress.bind(
         Validation.bind(), Preprocessing.bind(geometry_of(default.source)), _inference(default),
         {entry.name: (_inference(entry), geometry_of(entry.source)) for entry in more},
+        default_model=default.name,
     )
 
 

@@ -59,12 +59,14 @@ class ServedModel:
 
 class DataPlane:
     def __init__(self, validation: DeploymentHandle, preprocessing: DeploymentHandle,
-                 inference: DeploymentHandle, *, cache_enabled: bool, readiness_timeout_s: float,
-                 more_models: dict[str, ServedModel] | None = None) -> None:
-        """``inference`` serves the default model; ``more_models`` the others, by name."""
+                 inference: DeploymentHandle, *, default_model: str, cache_enabled: bool,
+                 readiness_timeout_s: float, more_models: dict[str, ServedModel] | None = None) -> None:
+        """``inference`` serves the default model, named ``default_model``; ``more_models`` the
+        others, by name."""
         self._validation = validation
         self._preprocessing = preprocessing
         self._default = ServedModel(inference, None)
+        self._default_name = default_model
         self._more_models = dict(more_models or {})
         self._cache_enabled = cache_enabled
         self._readiness_timeout_s = readiness_timeout_s
@@ -90,6 +92,7 @@ class DataPlane:
         if model is not None:
             await self.model_named(model, request_id)  # 404 if unknown; 503 while it loads, not a wait
         served = self._more_models.get(model, self._default)
+        name = model if model in self._more_models else self._default_name
         sha256 = hashlib.sha256(data).hexdigest()
         # With serve_config.yaml's consistent-hash router, the lookup and the classify of one image
         # reach the replica whose cache owns it, among that model's replicas.
@@ -101,20 +104,19 @@ class DataPlane:
             if prediction is not None:
                 return prediction
         validated = await call_graph(
-            lambda: self._validation.validate.remote(data, request_id), request_id
+            lambda: self._validation.validate.remote(data, request_id, name), request_id
         )
         if claimed_format and claimed_format != validated.format:
             logger.info(
-                "request %s: Content-Type says %s but the bytes are %s; going by the bytes",
-                request_id, claimed_format, validated.format,
+                "request %s: model %s, Content-Type says %s but the bytes are %s; going by the bytes",
+                request_id, name, claimed_format, validated.format,
             )
-        geometry = () if served.geometry is None else (served.geometry,)
         # Chained, so that one retry covers both calls. With gRPC between deployments (the
         # throughput mode) Serve resolves the decoded array here and sends it on; with Ray actor
         # calls it would pass from replica to replica by reference.
         return await call_graph(
             lambda: inference.classify.remote(
-                self._preprocessing.preprocess.remote(data, validated.format, request_id, *geometry),
+                self._preprocessing.preprocess.remote(data, validated.format, request_id, name, served.geometry),
                 sha256, top_k, request_id,
             ),
             request_id,

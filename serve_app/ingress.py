@@ -58,14 +58,17 @@ class Ingress:
         preprocessing: DeploymentHandle,
         inference: DeploymentHandle,
         more_models: dict[str, tuple[DeploymentHandle, InputGeometry]] | None = None,
+        *,
+        default_model: str,
     ) -> None:
-        """``inference`` serves the default model; ``more_models`` the repository's others, by name,
-        each with its input geometry."""
+        """``inference`` serves the default model, named ``default_model``; ``more_models`` the
+        repository's others, by name, each with its input geometry."""
         show_on_console()
         self._settings = get_settings()
         init_error_tracking(self._settings)
         self._plane = DataPlane(
-            validation, preprocessing, inference, cache_enabled=self._settings.enable_model_cache,
+            validation, preprocessing, inference, default_model=default_model,
+            cache_enabled=self._settings.enable_model_cache,
             readiness_timeout_s=self._settings.readiness_timeout_s,
             more_models={name: ServedModel(*served) for name, served in (more_models or {}).items()},
         )

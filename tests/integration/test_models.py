@@ -3,6 +3,8 @@ its own Inference deployment with its own replicas and cache (the app at MODELS_
 
 from __future__ import annotations
 
+import json
+import uuid
 from urllib.parse import urlparse
 
 import numpy as np
@@ -77,6 +79,28 @@ def test_a_request_naming_no_model_gets_the_default_one(service):
     assert unnamed["model"] == named["model"] and unnamed["model"]["name"] == MODELS[0]
     assert unnamed["predictions"] == named["predictions"]
     assert (unnamed["cached"], named["cached"]) == (False, True), "one model, one cache"
+
+
+def test_every_stage_names_the_model_on_its_log_line_for_the_request(service):
+    request_id = f"models-{uuid.uuid4().hex}"
+    (data,) = distinct_photos(1, size=(96, 72), salt=b"models-log")
+    response = requests.post(url(service, "/v1/classify?model=efficientnet-lite2"), data=data, timeout=60,
+                             headers={"X-Request-ID": request_id})
+    assert response.status_code == 200, response.text
+
+    def messages_by_deployment() -> dict[str, list[str]] | None:
+        found: dict[str, list[str]] = {}
+        for path in (service.ray_logs / "serve").glob(f"replica_{APP}_*.log"):
+            for line in path.read_text(errors="replace").splitlines():
+                if request_id in line and "request " in line:
+                    record = json.loads(line)
+                    found.setdefault(record["deployment"].removeprefix(f"{APP}_"), []).append(record["message"])
+        return found if {"Validation", "Preprocessing", "Inference-efficientnet-lite2"} <= set(found) else None
+
+    found = wait_for(messages_by_deployment, timeout_s=30)
+    assert found, "no stage logged the request"
+    stage_lines = [m for deployment, messages in found.items() if deployment != "Ingress" for m in messages]
+    assert stage_lines and all("model efficientnet-lite2" in m for m in stage_lines), found
 
 
 def test_an_unknown_model_is_a_json_404_in_both_apis(service):

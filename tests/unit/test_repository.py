@@ -105,7 +105,7 @@ class Handle:
 
 
 def plane(**more: str | None) -> DataPlane:
-    return DataPlane(None, None, Handle("lite0"), cache_enabled=True, readiness_timeout_s=0.1,
+    return DataPlane(None, None, Handle("lite0"), default_model="lite0", cache_enabled=True, readiness_timeout_s=0.1,
                      more_models={name: ServedModel(Handle(answer), None) for name, answer in more.items()})
 
 

@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import random
 import statistics
 import time
 from pathlib import Path
@@ -33,7 +31,8 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from loadtests.driver import drive
-from loadtests.photos import make_unique, rotated_jpegs
+from loadtests.photos import DistinctJpegs
+from loadtests.report import add_config_and_out, check_config, write_report
 from loadtests.service import base_url, running_service, serve_config
 
 SIMULATED = "deployments.inference.simulated:SimulatedRuntime"
@@ -45,12 +44,8 @@ RAY_METRICS_TARGETS = Path("/tmp/ray/session_latest/prom_metrics_service_discove
 class BatchingBench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.images = rotated_jpegs(8, (640, 480), quality=92)
-        self.rng = random.Random(7)
+        self.distinct_image = DistinctJpegs()
         self.started = time.monotonic()
-
-    def distinct_image(self) -> bytes:
-        return make_unique("JPEG", self.rng.choice(self.images), os.urandom(16))
 
     def env(self, max_batch_size: int) -> dict[str, str]:
         env = {"ENABLE_MODEL_CACHE": "false", "MODEL_MAX_BATCH_SIZE": str(max_batch_size)}
@@ -152,15 +147,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-ms", type=float, default=30, help="the simulated model's time per forward pass")
     parser.add_argument("--image-ms", type=float, default=0, help="the simulated model's time per image")
     parser.add_argument("--real-model", action="store_true", help="serve the configured model, not the simulated one")
-    parser.add_argument("--config", type=Path, default=Path("serve_config.yaml"),
-                        help="the Serve config, in the project folder (default: ./serve_config.yaml)")
-    parser.add_argument("--out", type=Path, help="write the report as JSON")
+    add_config_and_out(parser)
     args = parser.parse_args(argv)
     if args.runs < 1 or args.duration <= 0 or args.warmup < 0 or args.connections < 1 or args.max_batch_size < 2:
         parser.error("--runs and --connections must be at least 1, --max-batch-size at least 2, "
                      "--duration above 0, --warmup not below 0")
-    if not args.config.is_file():
-        parser.error(f"no Serve config at {args.config}; run from the project folder or pass --config")
+    check_config(parser, args)
     return args
 
 
@@ -177,10 +169,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"  batched/unbatched requests/s {summary['rps_ratio']:.2f}; mean batch "
           f"{'-' if mean_batch is None else f'{mean_batch:.1f}'}; {summary['failures']} failed")
     if args.out:
-        options = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "out"}
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"options": options, "median": summary, "runs": runs}, indent=2) + "\n")
-        print(f"report: {args.out}")
+        write_report(args, median=summary, runs=runs)
 
 
 if __name__ == "__main__":

@@ -31,19 +31,16 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import os
-import random
 import statistics
 import subprocess
 import sys
 import time
-from importlib.metadata import version
-from pathlib import Path
 
 from loadtests.cpu import cpu_used, family, part_of, processes
 from loadtests.driver import drive
-from loadtests.photos import make_unique, rotated_jpegs
+from loadtests.photos import DistinctJpegs
+from loadtests.report import add_config_and_out, check_config, write_report
 from loadtests.service import base_url, running_service, serve_config, stop
 
 ONE_PROCESS_PORT = 8100
@@ -58,12 +55,8 @@ class Bench:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.images = rotated_jpegs(8, (640, 480), quality=92)
-        self.rng = random.Random(7)
+        self.distinct_image = DistinctJpegs()
         self.started = time.monotonic()
-
-    def distinct_image(self) -> bytes:
-        return make_unique("JPEG", self.rng.choice(self.images), os.urandom(16))
 
     def measure(self, base: str, root_pid: int) -> dict:
         """Warm-up, one connection, then --connections with the CPU of every process read around
@@ -191,14 +184,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--serve-env", action="append", default=[], metavar="KEY=VALUE",
                         help="a variable of the config's Serve environment, for both doors")
-    parser.add_argument("--config", type=Path, default=Path("serve_config.yaml"),
-                        help="the Serve config, in the project folder (default: ./serve_config.yaml)")
-    parser.add_argument("--out", type=Path, help="write the report here as JSON")
+    add_config_and_out(parser)
     args = parser.parse_args(argv)
     if args.runs < 1 or args.duration <= 0 or args.warmup < 0 or args.connections < 1:
         parser.error("--runs and --connections must be at least 1, --duration above 0, --warmup not below 0")
-    if not args.config.is_file():
-        parser.error(f"no Serve config at {args.config}; run from the project folder or pass --config")
+    check_config(parser, args)
     return args
 
 
@@ -209,22 +199,7 @@ def main(argv: list[str] | None = None) -> None:
     summary = medians(runs)
     print("\n" + table(summary, args))
     if args.out:
-        report = {
-            "machine": {"cpus": os.cpu_count(), "cpu": _cpu_model(), "torch": version("torch"),
-                        "openvino": version("openvino"), "ray": version("ray")},
-            "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "out"},
-            "labels": LABELS,
-            "median": summary,
-            "runs": runs,
-        }
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"\nreport: {args.out}")
-
-
-def _cpu_model() -> str:
-    with open("/proc/cpuinfo") as f:
-        return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "unknown")
+        write_report(args, labels=LABELS, median=summary, runs=runs)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@ service's cache has never seen."""
 from __future__ import annotations
 
 import io
+import os
+import random
 import struct
 from pathlib import Path
 
@@ -38,3 +40,14 @@ def rotated_jpegs(count: int, size: tuple[int, int], quality: int) -> list[bytes
     sees different pixels."""
     base = sample_photo().resize(size, Image.Resampling.BICUBIC)
     return [encode(base.rotate(degrees), "JPEG", quality=quality) for degrees in range(count)]
+
+
+class DistinctJpegs:
+    """A new 640x480 photo JPEG (about 100 KB) at each call, so that no cache ever answers."""
+
+    def __init__(self, seed: int = 7) -> None:
+        self._images = rotated_jpegs(8, (640, 480), quality=92)
+        self._rng = random.Random(seed)
+
+    def __call__(self) -> bytes:
+        return make_unique("JPEG", self._rng.choice(self._images), os.urandom(16))

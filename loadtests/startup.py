@@ -1,6 +1,6 @@
 """Time from `serve run serve_config.yaml` to GET /readyz answering 200, and the service's memory.
 
-    python -m loadtests.startup [--runs 3] [--config serve_config.yaml]
+    python -m loadtests.startup [--runs 3] [--config serve_config.yaml] [--out FILE.json]
 
 Starts the service as the README does, waits for readiness, stops it with Ctrl-C by process id,
 and repeats. Memory is the sum of the resident sets of `serve run` and every process under it
@@ -14,10 +14,10 @@ import argparse
 import statistics
 import threading
 import time
-from pathlib import Path
 
 import psutil
 
+from loadtests.report import add_config_and_out, check_config, write_report
 from loadtests.service import running_service, serve_config
 
 
@@ -60,11 +60,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=180)
     parser.add_argument("--settle", type=float, default=10, help="seconds to keep sampling memory after ready")
-    parser.add_argument("--config", type=Path, default=Path("serve_config.yaml"),
-                        help="the Serve config, in the project folder (default: ./serve_config.yaml)")
+    add_config_and_out(parser)
     args = parser.parse_args()
-    if not args.config.is_file():
-        parser.error(f"no Serve config at {args.config}; run from the project folder or pass --config")
+    check_config(parser, args)
     times, peaks = [], []
     for run in range(args.runs):
         memory = PeakMemory()
@@ -76,6 +74,8 @@ def main() -> None:
         print(f"run {run + 1}: ready after {times[-1]:.1f} s; peak RSS {peaks[-1]:.2f} GiB", flush=True)
     print(f"median start-up to ready: {statistics.median(times):.1f} s over {len(times)} runs; "
           f"peak RSS of the whole service {max(peaks):.2f} GiB")
+    if args.out:
+        write_report(args, ready_after_s=times, peak_rss_gib=peaks)
 
 
 if __name__ == "__main__":

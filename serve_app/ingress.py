@@ -25,6 +25,7 @@ from common.contracts import InputGeometry, Prediction
 from common.error_tracking import init_error_tracking
 from common.metrics import RejectionCounter, RequestCounter, StageTimer
 from common.settings import get_settings
+from deployments.inference.repository import entry_from_settings
 from serve_app.access import AccessMiddleware, access_control
 from serve_app.data_plane import DataPlane, ServedModel
 from serve_app.http_errors import ErrorResponses
@@ -59,15 +60,17 @@ class Ingress:
         inference: DeploymentHandle,
         more_models: dict[str, tuple[DeploymentHandle, InputGeometry]] | None = None,
         *,
-        default_model: str,
+        default_model: str | None = None,
     ) -> None:
-        """``inference`` serves the default model, named ``default_model``; ``more_models`` the
+        """``inference`` serves the default model, named ``default_model`` (by default the one
+        ``MODEL_NAME`` names, as in a graph built without a repository); ``more_models`` the
         repository's others, by name, each with its input geometry."""
         show_on_console()
         self._settings = get_settings()
         init_error_tracking(self._settings)
         self._plane = DataPlane(
-            validation, preprocessing, inference, default_model=default_model,
+            validation, preprocessing, inference,
+            default_model=default_model or entry_from_settings(self._settings).name,
             cache_enabled=self._settings.enable_model_cache,
             readiness_timeout_s=self._settings.readiness_timeout_s,
             more_models={name: ServedModel(*served) for name, served in (more_models or {}).items()},

@@ -209,7 +209,7 @@ class Settings:
     model_batch_wait_ms: int = _variable(
         "MODEL_BATCH_WAIT_MS", "30", _int_parser(0),
         "With `MODEL_MAX_BATCH_SIZE` above 1: how long a batch waits for more requests (during a "
-        "pass, until its end); 30 ms fills batches of 4 behind a 30 ms model (docs/performance.md).",
+        "pass, until its end); behind a 30 ms model, 30 ms fills batches of about 5 (docs/performance.md).",
     )
     sentry_dsn: str | None = _variable(
         "SENTRY_DSN", "", _optional_text,

@@ -51,15 +51,16 @@ FRONT_DOORS = {
 }
 
 # CPU ms per request by part of the service, through each door: the "cpu_ms_per_request_by_part"
-# medians of `python -m loadtests.bench --runs 1 --duration 6` on 2 cores (Intel Xeon, Ray 2.60.0).
+# medians of `python -m loadtests.bench --runs 3` on 2 cores (Intel Xeon, Ray 2.60.0, 2026-12-05,
+# docs/bench.json), the shipped repository's two idle models left out.
 CPU_MS_PER_REQUEST = {
     "haproxy": {
-        "Inference": 9.40, "Preprocessing": 5.14, "Ingress": 4.38, "Validation": 1.63, "HAProxy": 0.26,
-        "HAProxy's manager": 0.29, "Serve's proxy": 0.12, "Ray (controller, daemons, serve run)": 1.82,
+        "Inference": 8.96, "Preprocessing": 4.87, "Ingress": 4.01, "Validation": 1.36, "HAProxy": 0.25,
+        "HAProxy's manager": 0.23, "Serve's proxy": 0.10, "Ray (controller, daemons, serve run)": 1.50,
     },
     "proxy": {
-        "Inference": 8.50, "Ingress": 6.47, "Preprocessing": 4.95, "Validation": 1.38, "Serve's proxy": 3.86,
-        "Ray (controller, daemons, serve run)": 1.61,
+        "Inference": 8.54, "Ingress": 6.38, "Preprocessing": 4.96, "Validation": 1.40, "Serve's proxy": 3.83,
+        "Ray (controller, daemons, serve run)": 1.72,
     },
 }
 

@@ -56,7 +56,7 @@ BATCHED_ENV = {"ENABLE_MODEL_CACHE": "false", "MODEL_MAX_BATCH_SIZE": "16",
 KEY_IDS = ("rotated-out", "steady", "limited")
 RATE_LIMIT = {"RATE_LIMIT_RPS": "0.5", "RATE_LIMIT_BURST": "2"}
 # A fifth copy serves the shipped model repository (Lite0, the default, Lite1 and Lite2) at its
-# own prefix (test_models.py); the other three serve the one model MODEL_NAME names, as before
+# own prefix (test_models.py); the others serve the one model MODEL_NAME names, as before
 # repositories. Each model gets a quarter CPU, so the session fits its 4 logical CPUs; one model
 # gets two replicas, so its cache affinity is tested.
 MODELS_PREFIX = "/models"

@@ -50,7 +50,7 @@ def test_an_entry_overrides_the_runtime_precision_and_cache_size_and_the_default
         ("efficientnet-lite1", "torch", 3), ("efficientnet-lite0", "openvino", 9)]
 
 
-def test_a_simulated_runtime_named_by_model_runtime_serves_every_entry_of_the_shipped_repository():
+def test_a_simulated_runtime_named_by_model_runtime_serves_every_entry_of_a_repository():
     simulated = "deployments.inference.simulated:SimulatedRuntime?batch_ms=30"
     entries = repository([{**LITE[0], "default": True}, LITE[1]], MODEL_RUNTIME=simulated)
     assert [e.runtime for e in entries] == [simulated, simulated]

@@ -14,7 +14,8 @@ timestamped, acting as an operator would (Ray's and Serve's APIs, the `serve` CL
 - kill-inference, kill-preprocessing: `ray.kill` one replica of that deployment;
 - wedge-runner: block one Inference replica's model thread for good (its health check fails);
 - burst: --burst simultaneous fresh uploads, past the queue limits;
-- redeploy: `serve deploy` of the config with MODEL_CACHE_SIZE changed (every replica replaced).
+- redeploy: `serve deploy` of the config with every model's cache size changed (each Inference
+  deployment's `user_config`, which Serve applies to the running replicas in place).
 
 It runs on one node, so killing a worker node is not among its faults (the scale-out test,
 tests/integration/test_scale_out.py, kills one under load).
@@ -70,7 +71,11 @@ HOT_IMAGES = 8
 SERVE_PROCESSES = ("ServeReplica:", "ServeController", "ProxyActor", "HAProxyManager")
 SAMPLE_EVERY_S = 5
 PROCESS_WARMUP_S = 120
-CACHE_SIZES = ("256", "128")  # what each redeploy sets MODEL_CACHE_SIZE to, in turn
+# How soon after each fault every request is again answered as expected within --slow seconds:
+# what docs/resilience.md ("Soak") promises, and the soak checks.
+RECOVERY_PROMISE_S = {"kill-inference": 30, "kill-preprocessing": 30, "wedge-runner": 45, "burst": 60,
+                      "redeploy": 30}
+CACHE_SIZES = (256, 128)  # what each redeploy sets the cache size to, in turn
 # Targets of issue 22's "Done when".
 TARGET_EXPECTED_RATIO = 0.995
 TARGET_RSS_GROWTH_PER_HOUR = 0.05
@@ -252,9 +257,10 @@ def serve_process_name(cmdline: list[str]) -> str | None:
 
 class CounterScraper(threading.Thread):
     """The service's counters, read from Ray's metrics endpoint as Prometheus would: every
-    series' last value is kept, so a replica that is gone still counts what it published. Serve
-    counts every HTTP answer it gives (the dashboard's and alerts' request rates); the
-    application counts those its own code gives, and its cache's hits and misses."""
+    series' last value is kept, so a replica that is gone still counts what it published. The
+    application counts every answer by status (its own, and the refusals Serve's edge writes:
+    serve_app/edge.py) and its cache's hits and misses; these are compared with the client. Serve's
+    own HTTP counter is kept beside them, for the record."""
 
     NAMES = ("ray_serve_num_http_requests_total", "ray_image_requests_total", "ray_image_cache_hits_total",
              "ray_image_cache_misses_total")
@@ -291,7 +297,7 @@ class CounterScraper(threading.Thread):
                 hits += value
             else:
                 misses += value
-        return {"requests_by_status": dict(serve_by_status), "application_requests_by_status": dict(app_by_status),
+        return {"requests_by_status": dict(app_by_status), "serve_requests_by_status": dict(serve_by_status),
                 "serve_requests_by_route": dict(serve_by_route), "cache_hits": hits, "cache_misses": misses}
 
     def settle(self, timeout_s: float = 90) -> None:
@@ -340,11 +346,16 @@ def wedge_runner() -> str:
     raise RuntimeError("no Inference replica took the call")
 
 
-def redeploy(config: dict, cache_size: str, dashboard: str, folder: Path, timeout_s: float) -> bool:
-    """`serve deploy` of the config with MODEL_CACHE_SIZE set for the application; whether Serve
-    reports it RUNNING again, every deployment healthy, within ``timeout_s``."""
+def redeploy(config: dict, cache_size: int, dashboard: str, folder: Path, timeout_s: float) -> bool:
+    """`serve deploy` of the config with every Inference deployment's cache size set to
+    ``cache_size`` (its ``user_config``); whether, within ``timeout_s``, Serve has applied it (no
+    deployment updating or failing; one the autoscaler is scaling counts) and a replica of each
+    model reports the new size."""
     (app,) = config["applications"]
-    app["runtime_env"] = {"env_vars": {"MODEL_CACHE_SIZE": cache_size}}
+    models = [d["name"] for d in app["deployments"] if d["name"].startswith("Inference")]
+    for deployment in app["deployments"]:
+        if deployment["name"] in models:
+            deployment["user_config"] = {"cache_size": cache_size}
     path = folder / "redeploy.yaml"
     path.write_text(yaml.safe_dump(config))
     subprocess.run([str(Path(sys.executable).parent / "serve"), "deploy", "-a", dashboard, str(path)],
@@ -353,8 +364,11 @@ def redeploy(config: dict, cache_size: str, dashboard: str, folder: Path, timeou
     while time.monotonic() < deadline:
         time.sleep(2)
         status = serve.status().applications.get(APP)
-        if status is not None and status.status == "RUNNING" and all(
-                d.status == "HEALTHY" for d in status.deployments.values()):
+        if status is None or status.status in ("DEPLOYING", "DEPLOY_FAILED") or any(
+                d.status in ("UPDATING", "UNHEALTHY", "DEPLOY_FAILED") for d in status.deployments.values()):
+            continue
+        if all(serve.get_deployment_handle(name, APP).describe.remote().result(timeout_s=10)["cache"]["size"]
+               == cache_size for name in models):
             return True
     return False
 
@@ -554,7 +568,7 @@ def act(fault: Fault, faults: list[Fault], load: Load, args, config: dict, dashb
     else:
         size = CACHE_SIZES[sum(f.name == "redeploy" for f in faults) % len(CACHE_SIZES)]
         running = redeploy(config, size, dashboard, folder, args.window)
-        fault.detail = f"MODEL_CACHE_SIZE={size}" + ("" if running else f", not RUNNING after {args.window:g} s")
+        fault.detail = f"cache_size {size}" + ("" if running else f", not applied after {args.window:g} s")
 
 
 def soak(args, config: dict, url: str, request_timeout_s: float, dashboard: str, metrics_url: str,
@@ -629,12 +643,17 @@ def build_report(args, rps: float, samples: list[Sample], rows: list[dict], faul
     warmed_up = load_began + args.warmup
     growth = growth_per_hour(rows, warmed_up, min_span_s=min(600, (end - warmed_up) / 2))
     counted = subtract(counted_after, counted_before)
-    counters = compare(client_counts(samples), counted)
+    client = client_counts(samples)
+    counters = compare(client, counted)
+    # Serve's HTTP counter, which the dashboard's and alerts' request rates read: reported, not a target.
+    serve_counters = {name: row for name, row in compare(
+        client, {**counted, "requests_by_status": counted["serve_requests_by_status"]}).items()
+        if name.startswith("requests")}
     targets = {
         "expected >= 99.5%": overall["expected_ratio"] >= TARGET_EXPECTED_RATIO,
         "no hung request": hung == 0,
         "no 5xx outside fault windows": overall["5xx_outside_fault_windows"] == 0,
-        "every recovery within the window": all(f["recovery_s"] < args.window for f in fault_reports),
+        "every recovery as promised": all(f["recovery_s"] <= RECOVERY_PROMISE_S[f["name"]] for f in fault_reports),
         "RSS growth < 5%/h": all(g["rss_growth_per_hour"] < TARGET_RSS_GROWTH_PER_HOUR for g in growth.values()),
         "counters within 0.1%": all(c["error"] <= TARGET_COUNTER_ERROR for c in counters.values()),
     }
@@ -643,6 +662,7 @@ def build_report(args, rps: float, samples: list[Sample], rows: list[dict], faul
             "overall": overall, "by_kind": {kind: window_report([s for s in samples if s.kind == kind], load_began, end + 60, args.slow)
                                             for kind in sorted({s.kind for s in samples})},
             "faults": fault_reports, "growth_after_warmup": growth, "counters": counters,
+            "serve_http_counter": serve_counters,
             "service_counters": counted, "targets": targets,
             "unexpected_answers": dict(collections.Counter(f"{s.kind} {s.status} {s.code}" for s in samples
                                                            if not s.expected).most_common()),
@@ -655,9 +675,9 @@ def summary_text(report: dict) -> str:
     lines = [f"soak: {report['parameters']['minutes']:g} min at {report['rps']} requests/s, ended {report['utc_end']}",
              f"overall: {o['sent']} sent, {o['answered']} answered, by status {o['by_status']}; "
              f"{o['expected_ratio']:.3%} as expected, {o['hung']} hung, {o['5xx_outside_fault_windows']} 5xx outside fault windows",
-             f"{'fault':<19}{'at min':>7}{'sent':>6}{'unexpected':>11}{'5xx':>5}{'recovery s':>11}  statuses"]
+             f"{'fault':<19}{'at min':>7}{'sent':>6}{'unexpected':>11}{'5xx':>5}{'recovery s':>11}{'promised':>9}  statuses"]
     lines += [f"{f['name']:<19}{f['at_s'] / 60:>7.1f}{f['sent']:>6}{f['unexpected']:>11}{f['5xx']:>5}"
-              f"{f['recovery_s']:>11.1f}  {f['by_status']}" for f in report["faults"]]
+              f"{f['recovery_s']:>11.1f}{RECOVERY_PROMISE_S[f['name']]:>9}  {f['by_status']}" for f in report["faults"]]
     growth = report["growth_after_warmup"]
     if growth:
         worst = max(growth, key=lambda k: growth[k]["rss_growth_per_hour"])
@@ -667,6 +687,8 @@ def summary_text(report: dict) -> str:
                      f"{max(g['threads_per_hour'] for g in growth.values()):+.0f}")
     lines.append("counters (client vs service): " + "; ".join(
         f"{name} {c['client']:g}/{c['service']:g}" for name, c in report["counters"].items()))
+    lines.append("Serve's HTTP counter (not a target): " + "; ".join(
+        f"{name} {c['client']:g}/{c['service']:g}" for name, c in report["serve_http_counter"].items()))
     lines.append("targets: " + ", ".join(f"{name} {'met' if ok else 'MISSED'}" for name, ok in report["targets"].items()))
     return "\n".join(lines) + "\n"
 

@@ -10,6 +10,10 @@ through ``RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH``, which ``serve_config.yaml
   the service's JSON error body with the request ID;
 * answer a JSON 503 with ``Retry-After`` when the ingress replica holding the request died (a node
   lost, say), where Serve would let its HTTP server answer a bare 500.
+
+The 503s and 429s it writes are counted in ``ray_image_requests_total``, beside what the ingress
+counts (serve_app/access.py), so that the counter agrees with what clients saw. Serve's 408 is not:
+the ingress counts the request it cancelled.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from common.errors import RequestTimeout, ServiceError, Unavailable
+from common.metrics import ANY_MODEL, RequestCounter
 from serve_app.http_errors import error_body, headers_for, open_inference_error_body, status_of
 from serve_app.routes import REQUEST_ID_HEADER, is_open_inference
 
@@ -55,8 +60,16 @@ class JsonServeErrors:
     """Rewrites Serve's text/plain 408/429/503 into the JSON error body, and answers a JSON 503 when
     no response came at all; the ingress's own responses are JSON already and pass untouched."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, requests: RequestCounter | None = None) -> None:
         self.app = app
+        # Made at the first count, not here: Ray tags a metric with the application only when it
+        # is made inside a replica, and Serve may build its middleware before the replica is up.
+        self._requests = requests
+
+    def _count(self, status: int) -> None:
+        if self._requests is None:
+            self._requests = RequestCounter()
+        self._requests.count("-", status, ANY_MODEL)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -75,6 +88,8 @@ class JsonServeErrors:
             if message["type"] == "http.response.body" and held is not None:
                 start, held = held, None
                 error = SERVE_STATUS_ERRORS[start["status"]]
+                if error is not RequestTimeout:
+                    self._count(start["status"])
                 await _send_json_error(send, start["status"], error(SERVE_MESSAGES[error]), start.get("headers", []),
                                        open_inference=is_open_inference(scope))
                 return
@@ -82,6 +97,7 @@ class JsonServeErrors:
 
         await self.app(scope, receive, rewriting_send)
         if not started:
+            self._count(status_of(LOST_REPLICA))
             headers = [(k.lower().encode(), v.encode()) for k, v in (headers_for(LOST_REPLICA) or {}).items()]
             await _send_json_error(send, status_of(LOST_REPLICA), LOST_REPLICA, headers,
                                    request_id=dict(scope["headers"]).get(REQUEST_ID, b""),

@@ -63,6 +63,13 @@ class PredictionCache:
         self.hits += 1
         return entry.first(top_k)
 
+    def resize(self, capacity: int) -> None:
+        """Hold at most ``capacity`` entries from now on; shrinking evicts the least recently used."""
+        if capacity < 0:
+            raise ValueError("capacity must be >= 0")
+        self.capacity = capacity
+        self._evict_past_capacity()
+
     def put(self, key: tuple[str, str], value: CacheEntry) -> None:
         """Store a freshly classified image's entry, counting the miss that made it necessary."""
         if not self.enabled:
@@ -72,6 +79,9 @@ class PredictionCache:
             return
         self._entries[key] = value
         self._entries.move_to_end(key)
+        self._evict_past_capacity()
+
+    def _evict_past_capacity(self) -> None:
         while len(self._entries) > self.capacity:
             self._entries.popitem(last=False)
             self.evictions += 1

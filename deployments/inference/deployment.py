@@ -19,9 +19,12 @@ from deployments.inference.repository import ModelEntry, entry_from_settings
 from deployments.inference.spec import model_spec, model_spec_from_settings
 
 logger = logging.getLogger("ray.serve")
-# Below serve_config.yaml's health_check_timeout_s, so the failure names its cause. A forward pass
-# takes tens of milliseconds; the probe waits behind at most max_ongoing_requests of them.
+# A forward pass takes tens of milliseconds; the probe waits behind at most max_ongoing_requests of
+# them. Each check waits HEALTH_PROBE_WAIT_S at most, well below serve_config.yaml's
+# health_check_timeout_s, so that a wedged thread fails every check once the deadline has passed
+# (Serve replaces the replica after three) and the failure names its cause.
 HEALTH_PROBE_DEADLINE_S = 10
+HEALTH_PROBE_WAIT_S = 1
 
 
 @serve.deployment(name="Inference")
@@ -99,6 +102,16 @@ class Inference:
                                  top_ks: list[int]) -> list[Prediction]:
         return await self._classifier.classify_batch(images, sha256s, top_ks)
 
+    async def reconfigure(self, user_config: dict) -> None:
+        """Serve's ``user_config`` for this deployment, applied in place: ``serve deploy`` with a
+        new one reconfigures the running replicas instead of replacing them, so the model stays
+        loaded and the cache keeps what still fits. Fields: ``cache_size``, the predictions this
+        replica's cache holds (else the model entry's ``cache_size``, else MODEL_CACHE_SIZE)."""
+        self._classifier.cache.resize(cache_size_from(user_config))
+        self._cache_metrics.publish(self._classifier.cache.stats())
+        logger.info("model %s reconfigured: %s", self._classifier.spec.identity,
+                    describe_cache(self._classifier.cache), extra=CONSOLE)
+
     def describe(self) -> dict:
         spec = self._classifier.spec
         cache = self._classifier.cache
@@ -120,10 +133,22 @@ class Inference:
 
     async def check_health(self) -> None:
         """Serve replaces the replica if this raises: a forward pass must finish in time."""
-        await self._classifier.runner.probe(HEALTH_PROBE_DEADLINE_S)
+        await self._classifier.runner.probe(HEALTH_PROBE_DEADLINE_S, HEALTH_PROBE_WAIT_S)
         # Ray's metrics agent drops a gauge that was not set within two export periods (20 s):
         # set again at every check, the cache's gauges stay on the dashboard while no request comes.
         self._cache_metrics.publish(self._classifier.cache.stats())
+
+
+def cache_size_from(user_config: dict) -> int:
+    """The cache size an Inference ``user_config`` sets; ValueError, naming the field, if it is
+    not one. Serve then fails the deploy with that message and keeps the running replicas."""
+    unknown = set(user_config) - {"cache_size"}
+    if unknown:
+        raise ValueError(f"Inference user_config: unknown field(s) {sorted(unknown)}; the one field is cache_size")
+    size = user_config.get("cache_size")
+    if type(size) is not int or size < 0:
+        raise ValueError(f"Inference user_config: cache_size must be a whole number >= 0, got {size!r}")
+    return size
 
 
 def describe_cache(cache: PredictionCache) -> str:

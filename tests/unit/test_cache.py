@@ -1,4 +1,7 @@
+import pytest
+
 from deployments.inference.cache import CacheEntry, PredictionCache, TopClasses
+from deployments.inference.deployment import cache_size_from
 
 MODEL = "model@1"
 
@@ -75,3 +78,27 @@ def test_disabled_cache_never_hits_or_counts():
     assert cache.get((MODEL, "a"), 5) is None
     stats = cache.stats()
     assert (stats.enabled, stats.size, stats.hits, stats.misses) == (False, 0, 0, 0)
+
+
+def test_shrinking_evicts_the_least_recently_used_and_growing_keeps_everything():
+    cache = PredictionCache(3)
+    for key in "abc":
+        cache.put((MODEL, key), top(5))
+    cache.get((MODEL, "a"), 5)  # "b" is now the least recent
+    cache.resize(2)
+    assert cache.get((MODEL, "b"), 5) is None
+    assert cache.get((MODEL, "a"), 5) is not None and cache.get((MODEL, "c"), 5) is not None
+    assert (cache.stats().capacity, cache.evictions) == (2, 1)
+    cache.resize(8)
+    cache.put((MODEL, "d"), top(5))
+    assert len(cache) == 3 and cache.evictions == 1
+
+
+def test_a_user_config_sets_the_cache_size_or_names_what_is_wrong():
+    assert cache_size_from({"cache_size": 128}) == 128
+    assert cache_size_from({"cache_size": 0}) == 0
+    for wrong in ({"cache_size": -1}, {"cache_size": "big"}, {"cache_size": True}, {"cache_size": 1.5}, {}):
+        with pytest.raises(ValueError, match="cache_size must be a whole number"):
+            cache_size_from(wrong)
+    with pytest.raises(ValueError, match=r"unknown field\(s\) \['cache_sise'\]"):
+        cache_size_from({"cache_sise": 128})

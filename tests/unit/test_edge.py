@@ -9,7 +9,7 @@ from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from serve_app.edge import middlewares
+from serve_app.edge import JsonServeErrors, middlewares
 
 
 def as_serve_wraps(app) -> TestClient:
@@ -81,3 +81,33 @@ def test_no_response_at_all_becomes_a_json_503_to_retry():
     assert response.headers["retry-after"] == "1"
     assert response.json()["error"] == {"code": "service_unavailable", "request_id": "req-9",
                                         "message": "the replica serving this request was lost; retry shortly"}
+
+
+class RecordingCounter:
+    def __init__(self):
+        self.counted: list[tuple[str, int, str]] = []
+
+    def count(self, key_id: str, status: int, model: str) -> None:
+        self.counted.append((key_id, status, model))
+
+
+def test_the_answers_the_edge_writes_itself_are_counted_once_and_no_others():
+    """Serve's backpressure refusals and a lost replica's 503 never reach the ingress's counter,
+    so the edge counts them; a 408 is counted by the ingress whose handler Serve cancelled, and
+    the ingress's own answers by the ingress."""
+    def serve_answer(request):
+        status = int(request.query_params["status"])
+        if request.query_params.get("json"):
+            return JSONResponse({"error": {"code": "service_unavailable"}}, status_code=status)
+        return PlainTextResponse("from Serve", status_code=status)
+
+    async def lost_replica(scope, receive, send):
+        return None
+
+    requests = RecordingCounter()
+    app = Starlette(routes=[Route("/", serve_answer)])
+    client = TestClient(JsonServeErrors(app, requests))
+    for query in ("status=503", "status=429", "status=408", "status=503&json=1", "status=200"):
+        client.get("/?" + query)
+    TestClient(JsonServeErrors(lost_replica, requests)).get("/")
+    assert requests.counted == [("-", 503, "-"), ("-", 429, "-"), ("-", 503, "-")]

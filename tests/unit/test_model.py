@@ -4,6 +4,7 @@ import dataclasses
 import hashlib
 import io
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -191,18 +192,34 @@ class _GatedModel(_ThreadRecordingModel):
         return super().forward(x)
 
 
-def test_health_probe_fails_while_the_model_thread_is_wedged():
+def test_health_probe_fails_while_the_model_thread_is_wedged_without_hanging_the_check():
     model = _GatedModel()
     spec = ModelSpec("tiny", "1", InputGeometry(8, 1.0), (0, 0, 0), (1, 1, 1), ("a", "b", "c"), lambda: model)
     runner = on_torch(spec)
     asyncio.run(runner.probe(deadline_s=5))
     model.gate.clear()
     try:
-        with pytest.raises(RuntimeError, match="did not finish a forward pass within 0.5 s"):
-            asyncio.run(runner.probe(deadline_s=0.5))
+        started = time.monotonic()
+        asyncio.run(runner.probe(deadline_s=0.5, wait_s=0.1))  # in flight, not yet past its deadline
+        assert time.monotonic() - started < 0.4, "a check waits wait_s, not the deadline"
+        time.sleep(0.5)
+        for _ in range(2):  # every check after the deadline fails at once
+            started = time.monotonic()
+            with pytest.raises(RuntimeError, match=r"has not finished a forward pass in \d+ s \(deadline 0.5 s\)"):
+                asyncio.run(runner.probe(deadline_s=0.5, wait_s=0.1))
+            assert time.monotonic() - started < 0.4
     finally:
         model.gate.set()
     asyncio.run(runner.probe(deadline_s=5))  # unstuck, it answers again
+
+
+def test_health_probe_reports_a_failing_forward_pass():
+    model = _GatedModel()
+    spec = ModelSpec("tiny", "1", InputGeometry(8, 1.0), (0, 0, 0), (1, 1, 1), ("a", "b", "c"), lambda: model)
+    runner = on_torch(spec)
+    model.forward = lambda x: (_ for _ in ()).throw(RuntimeError("driver error"))
+    with pytest.raises(RuntimeError, match="driver error"):
+        asyncio.run(runner.probe(deadline_s=5))
 
 
 @pytest.mark.parametrize("runtime", ["openvino", "torch"])

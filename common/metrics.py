@@ -76,6 +76,18 @@ class RequestCounter:
         self._counter.inc(tags={"key_id": key_id, "status": str(status), "model": model})
 
 
+_process_request_counter: RequestCounter | None = None
+
+
+def request_counter() -> RequestCounter:
+    """This process's one :class:`RequestCounter`: the ingress and the edge middleware in front of
+    it count into the same metric object, never into two objects of one name."""
+    global _process_request_counter
+    if _process_request_counter is None:
+        _process_request_counter = RequestCounter()
+    return _process_request_counter
+
+
 class DecodedSizeHistogram:
     def __init__(self) -> None:
         self._histogram = Histogram(

@@ -348,9 +348,9 @@ def wedge_runner() -> str:
 
 def redeploy(config: dict, cache_size: int, dashboard: str, folder: Path, timeout_s: float) -> bool:
     """`serve deploy` of the config with every Inference deployment's cache size set to
-    ``cache_size`` (its ``user_config``); whether, within ``timeout_s``, Serve has applied it (no
-    deployment updating or failing; one the autoscaler is scaling counts) and a replica of each
-    model reports the new size."""
+    ``cache_size`` (its ``user_config``); whether, within ``timeout_s``, the replicas of each model
+    that answer report the new size (Serve's status may stay "updating" meanwhile: a replica the
+    autoscaler asked for and that waits for a CPU is one of the new version too)."""
     (app,) = config["applications"]
     models = [d["name"] for d in app["deployments"] if d["name"].startswith("Inference")]
     for deployment in app["deployments"]:
@@ -364,11 +364,10 @@ def redeploy(config: dict, cache_size: int, dashboard: str, folder: Path, timeou
     while time.monotonic() < deadline:
         time.sleep(2)
         status = serve.status().applications.get(APP)
-        if status is None or status.status in ("DEPLOYING", "DEPLOY_FAILED") or any(
-                d.status in ("UPDATING", "UNHEALTHY", "DEPLOY_FAILED") for d in status.deployments.values()):
-            continue
+        if status is not None and status.status == "DEPLOY_FAILED":
+            return False
         if all(serve.get_deployment_handle(name, APP).describe.remote().result(timeout_s=10)["cache"]["size"]
-               == cache_size for name in models):
+               == cache_size for name in models for _ in range(3)):
             return True
     return False
 

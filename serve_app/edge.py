@@ -25,7 +25,7 @@ from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from common.errors import RequestTimeout, ServiceError, Unavailable
-from common.metrics import ANY_MODEL, RequestCounter
+from common.metrics import ANY_MODEL, RequestCounter, request_counter
 from serve_app.http_errors import error_body, headers_for, open_inference_error_body, status_of
 from serve_app.routes import REQUEST_ID_HEADER, is_open_inference
 
@@ -62,13 +62,14 @@ class JsonServeErrors:
 
     def __init__(self, app: ASGIApp, requests: RequestCounter | None = None) -> None:
         self.app = app
-        # Made at the first count, not here: Ray tags a metric with the application only when it
-        # is made inside a replica, and Serve may build its middleware before the replica is up.
+        # The process's counter, fetched at the first count, not here: in an ingress replica that
+        # is the ingress's own, tagged with its application (Ray tags a metric made inside a
+        # replica), and Serve may build its middleware before the replica is up.
         self._requests = requests
 
     def _count(self, status: int) -> None:
         if self._requests is None:
-            self._requests = RequestCounter()
+            self._requests = request_counter()
         self._requests.count("-", status, ANY_MODEL)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

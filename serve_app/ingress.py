@@ -23,7 +23,7 @@ from starlette.routing import Route
 from common.console import show_on_console
 from common.contracts import InputGeometry, Prediction
 from common.error_tracking import init_error_tracking
-from common.metrics import RejectionCounter, RequestCounter, StageTimer
+from common.metrics import RejectionCounter, StageTimer, request_counter
 from common.settings import get_settings
 from deployments.inference.repository import entry_from_settings
 from serve_app.access import AccessMiddleware, access_control
@@ -77,7 +77,7 @@ class Ingress:
         )
         self._end_to_end = StageTimer("end_to_end")
         self._errors = ErrorResponses(RejectionCounter())
-        self._requests = RequestCounter()
+        self._requests = request_counter()
         self._keys = access_control(self._settings)
 
     def __serve_build_asgi_app__(self) -> Starlette:

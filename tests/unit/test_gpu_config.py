@@ -58,6 +58,7 @@ def test_the_gpu_config_is_the_cpu_config_but_for_inference_on_the_gpu_and_prepr
             ("max_queued_requests",),
         )),
         (*app, "Preprocessing", "ray_actor_options", "num_cpus"),
+        (*app, "Preprocessing", "max_replicas_per_node"),
         (*app, "Preprocessing", "autoscaling_config", "min_replicas"),
         (*app, "Preprocessing", "autoscaling_config", "max_replicas"),
     }

@@ -79,15 +79,18 @@ class ModelRunner:
             size = self.spec.geometry.size
             self._probe = self._executor.submit(self._top_classes, np.zeros((1, size, size, 3), np.uint8), 1)
             self._probe_sent = time.monotonic()
+        # Held here: a concurrent call (a readiness check beside a health check) may clear the field.
+        probe, sent = self._probe, self._probe_sent
         waited_until = time.monotonic() + wait_s
-        while not self._probe.done() and time.monotonic() < waited_until:
+        while not probe.done() and time.monotonic() < waited_until:
             # Polled, not awaited through wrap_future: the future outlives the event loop of a call.
             await asyncio.sleep(0.01)
-        if not self._probe.done():
-            age = time.monotonic() - self._probe_sent
+        if not probe.done():
+            age = time.monotonic() - sent
             if age > deadline_s:
                 raise RuntimeError(f"model runner has not finished a forward pass in {age:.0f} s "
                                    f"(deadline {deadline_s:g} s)")
             return
-        probe, self._probe = self._probe, None
+        if self._probe is probe:
+            self._probe = None
         probe.result()  # a failed forward pass raises here

@@ -186,9 +186,11 @@ class _GatedModel(_ThreadRecordingModel):
         super().__init__()
         self.gate = threading.Event()
         self.gate.set()
+        self.passes = 0
 
     def forward(self, x):
         self.gate.wait()
+        self.passes += 1
         return super().forward(x)
 
 
@@ -211,6 +213,22 @@ def test_health_probe_fails_while_the_model_thread_is_wedged_without_hanging_the
     finally:
         model.gate.set()
     asyncio.run(runner.probe(deadline_s=5))  # unstuck, it answers again
+
+
+def test_concurrent_health_probes_share_one_pass():
+    """A readiness check and a health check may probe at once: both wait for the same pass."""
+    model = _GatedModel()
+    spec = ModelSpec("tiny", "1", InputGeometry(8, 1.0), (0, 0, 0), (1, 1, 1), ("a", "b", "c"), lambda: model)
+    runner = on_torch(spec)
+    passes_before = model.passes
+
+    async def two_checks_while_a_pass_runs():
+        model.gate.clear()
+        threading.Timer(0.2, model.gate.set).start()
+        await asyncio.gather(runner.probe(deadline_s=5), runner.probe(deadline_s=5))
+
+    asyncio.run(two_checks_while_a_pass_runs())
+    assert model.passes == passes_before + 1
 
 
 def test_health_probe_reports_a_failing_forward_pass():

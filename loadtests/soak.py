@@ -21,11 +21,11 @@ It runs on one node, so killing a worker node is not among its faults (the scale
 tests/integration/test_scale_out.py, kills one under load).
 
 Writes to --out: soak.json (per fault window and overall: requests sent, answered, by status,
-hung, recovery time; RSS, open files and threads of every Serve process over time with their
-growth per hour after the warm-up; the service's own counters, read from its metrics endpoint,
-against the client's counts), soak.png (the timeline), summary.txt, which is also printed, and
-raw.json (every request and reading, written first).
-Exits 1 when a target is missed. Load goes to 127.0.0.1 only.
+hung, recovery time against RECOVERY_PROMISE_S; RSS, open files and threads of every Serve process
+over time, with their growth per hour after the first round of faults and over the whole run; the
+service's own counters, read from its metrics endpoint, against the client's counts),
+soak.png (the timeline), summary.txt, which is also printed, and raw.json (every request and
+reading, written first). Exits 1 when a target is missed. Load goes to 127.0.0.1 only.
 """
 
 from __future__ import annotations

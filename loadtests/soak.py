@@ -71,6 +71,7 @@ HOT_IMAGES = 8
 SERVE_PROCESSES = ("ServeReplica:", "ServeController", "ProxyActor", "HAProxyManager")
 SAMPLE_EVERY_S = 5
 PROCESS_WARMUP_S = 120
+MIN_GROWTH_SPAN_S = 60  # a shorter series gives no slope worth reporting per hour
 # How soon after each fault every request is again answered as expected within --slow seconds:
 # what docs/resilience.md ("Soak") promises, and the soak checks.
 RECOVERY_PROMISE_S = {"kill-inference": 30, "kill-preprocessing": 30, "wedge-runner": 45, "burst": 60,
@@ -92,7 +93,7 @@ class Sample:
     status: int
     expected: bool
     cached: bool | None = None  # a v1 200's "cached"; None where the answer does not say
-    code: str | None = None  # an unexpected answer's error code, or the start of its text
+    code: str | None = None  # an error answer's code, or the start of its text: who wrote it
 
 
 @dataclass
@@ -177,7 +178,7 @@ class Load:
                 status = response.status
             if status == 200 and path.startswith("/v1/"):
                 cached = json.loads(answer)["cached"]
-            elif status not in expected:
+            elif status != 200:
                 code = error_code(answer)
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             status, code = NO_ANSWER, type(exc).__name__
@@ -407,7 +408,7 @@ def growth_per_hour(rows: list[dict], after_s: float, min_span_s: float) -> dict
             by_pid[row["pid"]].append(row)
     result = {}
     for pid, series in by_pid.items():
-        if series[-1]["t"] - series[0]["t"] < min_span_s:
+        if series[-1]["t"] - series[0]["t"] < max(min_span_s, MIN_GROWTH_SPAN_S):
             continue
         t = [r["t"] for r in series]
         mean_t = sum(t) / len(t)
@@ -673,6 +674,9 @@ def build_report(args, rps: float, samples: list[Sample], rows: list[dict], faul
             "service_counters": counted, "targets": targets,
             "unexpected_answers": dict(collections.Counter(f"{s.kind} {s.status} {s.code}" for s in samples
                                                            if not s.expected).most_common()),
+            # every error answer by who wrote it (the service's JSON code, or another body's start)
+            "error_answers": dict(collections.Counter(f"{s.status} {s.code}" for s in samples
+                                                      if s.status != 200).most_common()),
             # every Serve process's readings, every 30 s (the growth above uses them all)
             "processes": [row for row in rows if row["t"] % 30 < SAMPLE_EVERY_S]}
 

@@ -44,14 +44,12 @@ class PredictionCache:
     """
 
     def __init__(self, capacity: int, enabled: bool = True) -> None:
-        if capacity < 0:
-            raise ValueError("capacity must be >= 0")
-        self.capacity = capacity
         self.enabled = enabled
         self._entries: OrderedDict[tuple[str, str], CacheEntry] = OrderedDict()
         self.hits = 0
         self.misses = 0
         self.evictions = 0
+        self.resize(capacity)
 
     def get(self, key: tuple[str, str], top_k: int) -> CacheEntry | None:
         if not self.enabled:

@@ -190,8 +190,8 @@ def test_each_node_has_a_front_door_and_losing_a_node_under_load_fails_under_1_p
 
 def test_autoscaler_adds_a_replica_under_load_and_removes_it_when_load_stops(service):
     shipped = deployment_config(serve_config(), "Inference")["autoscaling_config"]
-    # The shipped config's policy with short delays, so the test takes seconds, not minutes.
-    quick = {**shipped, "max_replicas": 2, "target_ongoing_requests": 1, "upscale_delay_s": 1,
+    # The shipped config's policy from one replica, with short delays, so the test takes seconds.
+    quick = {**shipped, "min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 1, "upscale_delay_s": 1,
              "downscale_delay_s": 5, "look_back_period_s": 2}
     free = {"ray_actor_options": {"num_cpus": 0}}
     app = Ingress.options(**free).bind(

@@ -44,7 +44,7 @@ def test_serve_accepts_the_gpu_config_and_its_models_share_one_gpu():
     assert all(share > 0 for share in shares.values()) and sum(shares.values()) == 1
 
 
-def test_the_gpu_config_is_the_cpu_config_but_for_inference_on_the_gpu_and_preprocessing_to_feed_it():
+def test_the_gpu_config_is_the_cpu_config_but_for_inference_on_the_gpu_and_the_cpu_stages_to_feed_it():
     changed = differences(load("serve_config.yaml"), load("serve_config.gpu.yaml"))
     app = ("applications", "image-classifier", "deployments")
     assert set(changed) == {
@@ -57,6 +57,7 @@ def test_the_gpu_config_is_the_cpu_config_but_for_inference_on_the_gpu_and_prepr
             ("max_ongoing_requests",),
             ("max_queued_requests",),
         )),
+        (*app, "Ingress", "max_replicas_per_node"),
         (*app, "Preprocessing", "ray_actor_options", "num_cpus"),
         (*app, "Preprocessing", "max_replicas_per_node"),
         (*app, "Preprocessing", "autoscaling_config", "min_replicas"),

@@ -58,6 +58,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from ray import serve
 from ray.util.state import list_actors
 
+from loadtests.cpu import RAY, part_of
 from loadtests.driver import NO_ANSWER, drive, percentile, require_loopback
 from loadtests.photos import encode, make_unique, sample_photo
 from loadtests.service import base_url, running_service, serve_config
@@ -67,8 +68,6 @@ MODEL = "efficientnet-lite0"
 FAULTS = ("kill-inference", "kill-preprocessing", "wedge-runner", "burst", "redeploy")
 TOP_KS = (1, 3, 5, 10)
 HOT_IMAGES = 8
-# Serve's processes, by the name Ray gives each in its command line; HAProxy by its executable.
-SERVE_PROCESSES = ("ServeReplica:", "ServeController", "ProxyActor", "HAProxyManager")
 SAMPLE_EVERY_S = 5
 PROCESS_WARMUP_S = 120
 MIN_GROWTH_SPAN_S = 60  # a shorter series gives no slope worth reporting per hour
@@ -247,13 +246,13 @@ class ProcessSampler(threading.Thread):
 
 
 def serve_process_name(cmdline: list[str]) -> str | None:
-    if cmdline and os.path.basename(cmdline[0]) == "haproxy":
-        return "HAProxy"
+    """A Serve process's part of the service (a deployment, a front door, the controller); None
+    for Ray's daemons and the load's own processes."""
     command = " ".join(cmdline)
-    for marker in SERVE_PROCESSES:
-        if marker in command:
-            return command.split(marker, 1)[1].split()[0].split(".")[0] if marker == "ServeReplica:" else marker
-    return None
+    part = part_of(command)
+    if part != RAY:
+        return part
+    return "Serve's controller" if "ServeController" in command else None
 
 
 class CounterScraper(threading.Thread):

@@ -34,5 +34,9 @@ def test_short_soak_with_replica_kills_answers_everything_and_counts_it_right(tm
     counters = report["counters"]
     assert counters["cache hits"]["client"] > 0 and counters["cache misses"]["client"] > 0
     assert all(c["error"] <= 0.001 for c in counters.values()), counters
+    # Every Serve process is watched for leaks, front door and controller included.
+    watched = {row["name"] for row in report["processes"]}
+    assert {"Ingress", "Validation", "Preprocessing", "Inference", "HAProxy", "HAProxy's manager",
+            "Serve's controller"} <= watched, watched
     assert (out / "soak.png").stat().st_size > 0
     assert "targets:" in (out / "summary.txt").read_text()

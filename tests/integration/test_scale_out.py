@@ -168,7 +168,14 @@ def test_each_node_has_a_front_door_and_losing_a_node_under_load_fails_under_1_p
             recovered_at = time.monotonic()
             time.sleep(5)  # requests after recovery
             stop.set()
+        # The default model answers first; a model no request waits for (the worker may have held
+        # its only replica) comes back when Serve has noticed the node's death and started it anew.
         after = cluster.placement()
+        while (time.monotonic() < deadline and
+               (set(after) != set(before) or {node for nodes in after.values() for node in nodes} != {"head"})):
+            time.sleep(1)
+            after = cluster.placement()
+        replaced_at = time.monotonic()
     finally:
         interrupt_and_wait(serve_run)
         cluster.close()
@@ -179,10 +186,10 @@ def test_each_node_has_a_front_door_and_losing_a_node_under_load_fails_under_1_p
     print(f"\nnode kill: {len(outcomes)} requests through the surviving node's front door, "
           f"{len(failed)} not 200 {failed}; slowest {slowest:.1f} s; "
           f"10 straight 200s {recovered_at - killed_at:.1f} s after the kill; "
-          f"{len(after_recovery)} requests after that")
+          f"{len(after_recovery)} requests after that; every deployment back {replaced_at - killed_at:.1f} s after it")
     assert recovered_at - killed_at < 150, "the service did not recover on the head node"
     assert {node for nodes in after.values() for node in nodes} == {"head"}, after
-    assert set(before) == set(after), "every deployment has a replica again"
+    assert set(before) == set(after), "every deployment has a replica again within 150 s"
     assert len(failed) <= 0.01 * len(outcomes), failed
     assert slowest < 30, "a request hung past the request timeout"
     assert after_recovery and all(answer[0] == 200 for answer in after_recovery), after_recovery

@@ -106,6 +106,11 @@ class TwoNodeCluster:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
+def _nodes(placement: dict[str, list[str]]) -> set[str]:
+    """The nodes that run any replica of a :meth:`TwoNodeCluster.placement`."""
+    return {node for nodes in placement.values() for node in nodes}
+
+
 def _steady_load(url: str, stop: threading.Event, outcomes: list) -> None:
     images = iter(distinct_photos(3000, size=(96, 72), salt=os.urandom(8)))
     with requests.Session() as session:
@@ -143,7 +148,7 @@ def test_each_node_has_a_front_door_and_losing_a_node_under_load_fails_under_1_p
         wait_until_ready(head_url, serve_run, 240)
         wait_until_ready(worker_url, serve_run, 60)
         before = cluster.placement()
-        assert {node for nodes in before.values() for node in nodes} == {"head", "worker"}, before
+        assert _nodes(before) == {"head", "worker"}, before
         photo = distinct_photos(1, size=(96, 72), salt=os.urandom(8))[0]
         for url in (head_url, worker_url):
             assert requests.post(url + "/v1/classify", data=photo, timeout=60).status_code == 200, url
@@ -172,7 +177,7 @@ def test_each_node_has_a_front_door_and_losing_a_node_under_load_fails_under_1_p
         # its only replica) comes back when Serve has noticed the node's death and started it anew.
         after = cluster.placement()
         while (time.monotonic() < deadline and
-               (set(after) != set(before) or {node for nodes in after.values() for node in nodes} != {"head"})):
+               (set(after) != set(before) or _nodes(after) != {"head"})):
             time.sleep(1)
             after = cluster.placement()
         replaced_at = time.monotonic()
@@ -188,7 +193,7 @@ def test_each_node_has_a_front_door_and_losing_a_node_under_load_fails_under_1_p
           f"10 straight 200s {recovered_at - killed_at:.1f} s after the kill; "
           f"{len(after_recovery)} requests after that; every deployment back {replaced_at - killed_at:.1f} s after it")
     assert recovered_at - killed_at < 150, "the service did not recover on the head node"
-    assert {node for nodes in after.values() for node in nodes} == {"head"}, after
+    assert _nodes(after) == {"head"}, after
     assert set(before) == set(after), "every deployment has a replica again within 150 s"
     assert len(failed) <= 0.01 * len(outcomes), failed
     assert slowest < 30, "a request hung past the request timeout"

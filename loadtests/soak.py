@@ -1,29 +1,32 @@
 """A soak test: the service under a steady mixed load for a while, with faults on a schedule.
 
-    python -m loadtests.soak [--minutes 10] [--rps R] [--fault-every 150] [--window 90]
+    python -m loadtests.soak [--minutes 10] [--nodes 1] [--rps R] [--fault-every 150] [--window 90]
         [--faults a,b,...] [--burst 1500] [--config serve_config.yaml] [--out soak-report]
 
-It starts a Ray instance of its own (private temp dir, dashboard and metrics on free ports) and
-`serve run` on the config, on one node; the config's ports (8000, 8200-8209, 8500, 8404, 9101)
-must be free. It measures capacity for 15 s (unless --rps), then sends a steady open-loop mix at
-70% of it for --minutes: fresh photos in four formats and two sizes, repeats of a few hot photos,
-multipart and raw bodies, top_k 1, 3, 5 and 10, hostile uploads, and the Open Inference Protocol
-(v2) beside v1. Faults come in turn every --fault-every seconds after a warm-up, each named and
-timestamped, acting as an operator would (Ray's and Serve's APIs, the `serve` CLI):
+It starts a Ray cluster of its own on this machine (private temp dir, dashboard and metrics on
+free ports) and `serve run` on the config: one node, or with --nodes 2 a head and a worker node
+(each its own raylet, object store and metrics agent, as tests/integration/test_scale_out.py
+runs them; the worker's HAProxy on a free port). The config's ports (8000, 8200-8209, 8500, 8404,
+9101) must be free. It measures capacity for 15 s (unless --rps), then sends a steady open-loop
+mix at 70% of it for --minutes to the head node's front door: fresh photos in four formats and two
+sizes, repeats of a few hot photos, multipart and raw bodies, top_k 1, 3, 5 and 10, hostile
+uploads, and the Open Inference Protocol (v2) beside v1. Faults come in turn every --fault-every
+seconds after a warm-up, each named and timestamped, acting as an operator would (Ray's and
+Serve's APIs, the `serve` CLI):
 
 - kill-inference, kill-preprocessing: `ray.kill` one replica of that deployment;
 - wedge-runner: block one Inference replica's model thread for good (its health check fails);
+- kill-node (--nodes 2 only): kill every process of the worker node at once, as a machine that
+  dies; a fresh worker node joins when the fault's window ends, as a cluster's autoscaler would
+  replace it;
 - burst: --burst simultaneous fresh uploads, past the queue limits;
 - redeploy: `serve deploy` of the config with every model's cache size changed (each Inference
   deployment's `user_config`, which Serve applies to the running replicas in place).
 
-It runs on one node, so killing a worker node is not among its faults (the scale-out test,
-tests/integration/test_scale_out.py, kills one under load).
-
 Writes to --out: soak.json (per fault window and overall: requests sent, answered, by status,
 hung, recovery time against RECOVERY_PROMISE_S; RSS, open files and threads of every Serve process
 over time, with their growth per hour after the first round of faults and over the whole run; the
-service's own counters, read from its metrics endpoint, against the client's counts),
+service's own counters, read from each node's metrics endpoint, against the client's counts),
 soak.png (the timeline), summary.txt, which is also printed, and raw.json (every request and
 reading, written first). Exits 1 when a target is missed. Load goes to 127.0.0.1 only.
 """
@@ -56,6 +59,7 @@ import yaml
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 from ray import serve
+from ray.cluster_utils import Cluster
 from ray.util.state import list_actors
 
 from loadtests.cpu import RAY, part_of
@@ -65,16 +69,18 @@ from loadtests.service import base_url, running_service, serve_config
 
 APP = "image-classifier"
 MODEL = "efficientnet-lite0"
-FAULTS = ("kill-inference", "kill-preprocessing", "wedge-runner", "burst", "redeploy")
+FAULTS = ("kill-inference", "kill-preprocessing", "wedge-runner", "kill-node", "burst", "redeploy")
+ONE_NODE_FAULTS = tuple(fault for fault in FAULTS if fault != "kill-node")
 TOP_KS = (1, 3, 5, 10)
 HOT_IMAGES = 8
 SAMPLE_EVERY_S = 5
+OBJECT_STORE_BYTES = 2**30  # per node; payloads travel over gRPC, so little is stored
 PROCESS_WARMUP_S = 120
 MIN_GROWTH_SPAN_S = 60  # a shorter series gives no slope worth reporting per hour
 # How soon after each fault every request is again answered as expected within --slow seconds:
 # what docs/resilience.md ("Soak") promises, and the soak checks.
-RECOVERY_PROMISE_S = {"kill-inference": 30, "kill-preprocessing": 30, "wedge-runner": 45, "burst": 60,
-                      "redeploy": 30}
+RECOVERY_PROMISE_S = {"kill-inference": 30, "kill-preprocessing": 30, "wedge-runner": 45, "kill-node": 30,
+                      "burst": 60, "redeploy": 30}
 CACHE_SIZES = (256, 128)  # what each redeploy sets the cache size to, in turn
 # Targets of issue 22's "Done when".
 TARGET_EXPECTED_RATIO = 0.995
@@ -256,8 +262,9 @@ def serve_process_name(cmdline: list[str]) -> str | None:
 
 
 class CounterScraper(threading.Thread):
-    """The service's counters, read from Ray's metrics endpoint as Prometheus would: every
-    series' last value is kept, so a replica that is gone still counts what it published. The
+    """The service's counters, read from each node's metrics endpoint as Prometheus would: every
+    series' last value is kept, so a replica that is gone (or its node) still counts what it
+    published; what it counted after its node's last scrape is lost, as it would be to Prometheus. The
     application counts every answer by status (its own, and the refusals Serve's edge writes:
     serve_app/edge.py) and its cache's hits and misses; these are compared with the client. Serve's
     own HTTP counter is kept beside them, for the record."""
@@ -265,17 +272,18 @@ class CounterScraper(threading.Thread):
     NAMES = ("ray_serve_num_http_requests_total", "ray_image_requests_total", "ray_image_cache_hits_total",
              "ray_image_cache_misses_total")
 
-    def __init__(self, metrics_url: str) -> None:
+    def __init__(self, metrics_urls: list[str]) -> None:
         super().__init__(daemon=True)
-        self.metrics_url, self.series, self.stopping = metrics_url, {}, threading.Event()
+        self.metrics_urls, self.series, self.stopping = metrics_urls, {}, threading.Event()
 
     def scrape(self) -> None:
-        with contextlib.suppress(requests.RequestException):
-            text = requests.get(self.metrics_url, timeout=10).text
-            for family in text_string_to_metric_families(text):
-                for s in family.samples:
-                    if s.name in self.NAMES and s.labels.get("application") == APP:
-                        self.series[(s.name, tuple(sorted(s.labels.items())))] = s.value
+        for url in self.metrics_urls:
+            with contextlib.suppress(requests.RequestException):  # a node that is down
+                text = requests.get(url, timeout=10).text
+                for family in text_string_to_metric_families(text):
+                    for s in family.samples:
+                        if s.name in self.NAMES and s.labels.get("application") == APP:
+                            self.series[(s.name, tuple(sorted(s.labels.items())))] = s.value
 
     def run(self) -> None:
         while not self.stopping.wait(SAMPLE_EVERY_S):
@@ -315,6 +323,57 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+class Nodes:
+    """The soak's Ray cluster on this machine (``ray.cluster_utils.Cluster``): a head node and,
+    with ``worker``, a worker node, each with ``num_cpus`` logical CPUs (default: the machine's)
+    and a metrics endpoint on a port of its own. A killed worker's replacement takes its ports."""
+
+    def __init__(self, folder: Path, num_cpus: int | None, worker: bool) -> None:
+        self.num_cpus = num_cpus or os.cpu_count()
+        dashboard_port, self.metrics_ports = free_port(), [free_port()]
+        self.dashboard = f"http://127.0.0.1:{dashboard_port}"
+        self.cluster = Cluster(initialize_head=True, head_node_args={
+            "num_cpus": self.num_cpus, "temp_dir": str(folder / "ray"), "include_dashboard": True,
+            "dashboard_host": "127.0.0.1", "dashboard_port": dashboard_port,
+            "metrics_export_port": self.metrics_ports[0], "object_store_memory": OBJECT_STORE_BYTES})
+        self.worker = None
+        self.worker_http_port = free_port() if worker else None
+        if worker:
+            self.metrics_ports.append(free_port())
+            self.add_worker()
+
+    @property
+    def gcs_address(self) -> str:
+        return self.cluster.address
+
+    @property
+    def metrics_urls(self) -> list[str]:
+        return [f"http://127.0.0.1:{port}/metrics" for port in self.metrics_ports]
+
+    def serve_env(self) -> dict[str, str]:
+        """What the config needs on this cluster: nodes on one machine share its loopback, so the
+        worker's HAProxy takes a port of its own (Ray's knob for exactly this), and both share the
+        stats and metrics ports."""
+        if self.worker_http_port is None:
+            return {}
+        return {"RAY_SERVE_WORKER_PROXY_HTTP_PORT": str(self.worker_http_port), "SERVE_SOCKET_REUSE_PORT_ENABLED": "1"}
+
+    def add_worker(self) -> None:
+        self.worker = self.cluster.add_node(num_cpus=self.num_cpus, metrics_export_port=self.metrics_ports[1],
+                                            object_store_memory=OBJECT_STORE_BYTES)
+
+    def kill_worker(self) -> str:
+        """Kills every process of the worker node at once; what it ran."""
+        alive = list_actors(filters=[("state", "=", "ALIVE")], limit=10000)
+        doomed = sorted(a.class_name.rsplit(":", 1)[-1] for a in alive if a.node_id == self.worker.node_id)
+        self.cluster.remove_node(self.worker, allow_graceful=False)
+        self.worker = None
+        return f"the worker node, with {', '.join(doomed) or 'no actor'}"
+
+    def shutdown(self) -> None:
+        self.cluster.shutdown()
 
 
 def replicas(deployment: str) -> list[str]:
@@ -480,7 +539,7 @@ def draw(path: Path, samples: list[Sample], rows: list[dict], faults: list[Fault
     memory.set_ylabel("RSS MiB\n(all processes)")
     memory.set_xlabel("minutes")
     memory.legend(fontsize=7, ncol=4)
-    colours = dict(zip(FAULTS, ("tab:purple", "tab:orange", "tab:brown", "tab:blue", "tab:olive")))
+    colours = dict(zip(FAULTS, ("tab:purple", "tab:orange", "tab:brown", "tab:gray", "tab:blue", "tab:olive")))
     for axis in (rate, errors, memory):
         axis.grid(alpha=0.3)
         for fault in faults:
@@ -496,21 +555,26 @@ def draw(path: Path, samples: list[Sample], rows: list[dict], faults: list[Fault
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=10, help="of steady load, capacity measurement apart")
+    parser.add_argument("--nodes", type=int, choices=(1, 2), default=1, help="Ray nodes on this machine")
     parser.add_argument("--rps", type=float, help="the steady rate; default 70%% of the measured capacity")
     parser.add_argument("--warmup", type=float, default=60, help="seconds before the first fault")
     parser.add_argument("--fault-every", type=float, default=150, help="seconds between faults")
     parser.add_argument("--window", type=float, default=90,
                         help="seconds after a fault that count as its window (5xx are allowed there)")
-    parser.add_argument("--faults", default=",".join(FAULTS), help=f"in turn; any of {','.join(FAULTS)}")
+    parser.add_argument("--faults", help=f"in turn; any of {','.join(FAULTS)} (default: all that the nodes allow)")
     parser.add_argument("--burst", type=int, default=1500, help="simultaneous uploads (160x120 JPEGs) of a burst")
     parser.add_argument("--slow", type=float, default=2.0, help="seconds past which a request counts as disturbed")
     parser.add_argument("--config", type=Path, default=Path("serve_config.yaml"))
-    parser.add_argument("--num-cpus", type=int, help="logical CPUs of the Ray instance (default: the machine's)")
+    parser.add_argument("--num-cpus", type=int, help="logical CPUs of each Ray node (default: the machine's)")
     parser.add_argument("--out", type=Path, default=Path("soak-report"))
     args = parser.parse_args(argv)
+    if args.faults is None:
+        args.faults = ",".join(FAULTS if args.nodes == 2 else ONE_NODE_FAULTS)
     args.faults = args.faults.split(",") if args.faults else []
     if unknown := set(args.faults) - set(FAULTS):
         parser.error(f"unknown faults {sorted(unknown)}")
+    if "kill-node" in args.faults and args.nodes != 2:
+        parser.error("kill-node needs --nodes 2: a worker node to kill")
     if not 1 <= args.minutes <= 120:
         parser.error("--minutes must be between 1 and 120")
     if args.window > args.fault_every:
@@ -525,16 +589,15 @@ def main(argv: list[str] | None = None) -> int:
     url = require_loopback(base_url(config))
     request_timeout_s = config["http_options"]["request_timeout_s"]
     folder = Path(tempfile.mkdtemp(prefix="soak-", dir="/tmp"))  # short: Ray's socket paths
-    dashboard_port, metrics_port = free_port(), free_port()
-    ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
-             dashboard_port=dashboard_port, _temp_dir=str(folder / "ray"), namespace="serve",
-             log_to_driver=False, _metrics_export_port=metrics_port)
+    nodes = Nodes(folder, args.num_cpus, worker=args.nodes == 2)
     try:
-        with running_service(config, args.config.resolve().parent, address=ray.get_runtime_context().gcs_address):
-            return soak(args, config, url, request_timeout_s, f"http://127.0.0.1:{dashboard_port}",
-                        f"http://127.0.0.1:{metrics_port}/metrics", folder)
+        ray.init(address=nodes.gcs_address, namespace="serve", log_to_driver=False)
+        config["controller_options"]["runtime_env"]["env_vars"].update(nodes.serve_env())
+        with running_service(config, args.config.resolve().parent, address=nodes.gcs_address):
+            return soak(args, config, url, request_timeout_s, nodes, folder)
     finally:
         ray.shutdown()
+        nodes.shutdown()
         shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -542,18 +605,18 @@ def progress(began: float, text: str) -> None:
     print(f"[{(time.monotonic() - began) / 60:5.1f} min] {text}", flush=True)
 
 
-def inject(name: str, faults: list[Fault], load: Load, args, config: dict, dashboard: str, folder: Path,
+def inject(name: str, faults: list[Fault], load: Load, args, config: dict, nodes: Nodes, folder: Path,
            began: float) -> Fault:
     fault = Fault(name, time.monotonic() - began, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     try:
-        act(fault, faults, load, args, config, dashboard, folder)
+        act(fault, faults, load, args, config, nodes, folder)
     except Exception as exc:  # noqa: BLE001 - a fault that could not be injected is reported, and the soak goes on
         fault.detail = f"not injected: {exc!r}"[:300]
     fault.done_s = round(time.monotonic() - began - fault.at_s, 1)
     return fault
 
 
-def act(fault: Fault, faults: list[Fault], load: Load, args, config: dict, dashboard: str, folder: Path) -> None:
+def act(fault: Fault, faults: list[Fault], load: Load, args, config: dict, nodes: Nodes, folder: Path) -> None:
     name = fault.name
     if name == "kill-inference":
         fault.detail = "killed " + kill_replica("Inference")
@@ -561,21 +624,22 @@ def act(fault: Fault, faults: list[Fault], load: Load, args, config: dict, dashb
         fault.detail = "killed " + kill_replica("Preprocessing")
     elif name == "wedge-runner":
         fault.detail = "wedged " + wedge_runner()
+    elif name == "kill-node":
+        fault.detail = "killed " + nodes.kill_worker()
     elif name == "burst":
         load.burst(args.burst)
         fault.detail = f"{args.burst} uploads at once"
     else:
         size = CACHE_SIZES[sum(f.name == "redeploy" for f in faults) % len(CACHE_SIZES)]
-        running = redeploy(config, size, dashboard, folder, args.window)
+        running = redeploy(config, size, nodes.dashboard, folder, args.window)
         fault.detail = f"cache_size {size}" + ("" if running else f", not applied after {args.window:g} s")
 
 
-def soak(args, config: dict, url: str, request_timeout_s: float, dashboard: str, metrics_url: str,
-         folder: Path) -> int:
+def soak(args, config: dict, url: str, request_timeout_s: float, nodes: Nodes, folder: Path) -> int:
     began = time.monotonic()
     rps = args.rps or 0.7 * measure_capacity(url, Mix.make())
     progress(began, f"steady load at {rps:.1f} requests/s for {args.minutes:g} min; faults: {', '.join(args.faults) or 'none'}")
-    sampler, scraper = ProcessSampler(began), CounterScraper(metrics_url)
+    sampler, scraper = ProcessSampler(began), CounterScraper(nodes.metrics_urls)
     scraper.settle()  # the capacity measurement's requests are counted before the soak's
     counted_before = scraper.totals()
     sampler.start()
@@ -594,10 +658,13 @@ def soak(args, config: dict, url: str, request_timeout_s: float, dashboard: str,
         now = time.monotonic() - began
         if schedule and now >= schedule[0]:
             schedule.pop(0)
-            fault = inject(args.faults[len(faults) % len(args.faults)], faults, load, args, config, dashboard,
+            fault = inject(args.faults[len(faults) % len(args.faults)], faults, load, args, config, nodes,
                            folder, began)
             faults.append(fault)
             progress(began, f"{fault.name}: {fault.detail} (done in {fault.done_s} s)")
+        if args.nodes == 2 and nodes.worker is None and now >= faults[-1].at_s + args.window:
+            nodes.add_worker()
+            progress(began, "a fresh worker node joined")
         if now - reported >= 30:
             recent = window_report(load.samples, reported - 30, reported, args.slow)
             progress(began, f"the 30 s before the last: {recent['sent']} requests, by status {recent['by_status']}")
@@ -682,7 +749,9 @@ def build_report(args, rps: float, samples: list[Sample], rows: list[dict], faul
 
 def summary_text(report: dict) -> str:
     o = report["overall"]
-    lines = [f"soak: {report['parameters']['minutes']:g} min at {report['rps']} requests/s, ended {report['utc_end']}",
+    nodes = report["parameters"]["nodes"]
+    lines = [f"soak: {report['parameters']['minutes']:g} min at {report['rps']} requests/s on {nodes} node"
+             f"{'s' if nodes > 1 else ''}, ended {report['utc_end']}",
              f"overall: {o['sent']} sent, {o['answered']} answered, by status {o['by_status']}; "
              f"{o['expected_ratio']:.3%} as expected, {o['hung']} hung, {o['5xx_outside_fault_windows']} 5xx outside fault windows",
              f"{'fault':<19}{'at min':>7}{'sent':>6}{'unexpected':>11}{'5xx':>5}{'recovery s':>11}{'promised':>9}  statuses"]

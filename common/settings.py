@@ -237,6 +237,12 @@ class Settings:
         "READINESS_TIMEOUT_S", "5", _float_parser(0.0),
         "How long `GET /readyz` waits for each deployment before answering 503.",
     )
+    stalled_call_retry_s: float = _variable(
+        "STALLED_CALL_RETRY_S", "20", _float_parser(0.0),
+        "How long the ingress waits for a stage's answer before it cancels the call and sends it once "
+        "more: a rare call to a replica that just died is never answered (docs/resilience.md). Keep it "
+        "above a wedged model's replacement (about 16 s) and below `request_timeout_s` (30 s).",
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

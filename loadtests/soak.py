@@ -42,6 +42,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -332,6 +333,10 @@ class Nodes:
 
     def __init__(self, folder: Path, num_cpus: int | None, worker: bool) -> None:
         self.num_cpus = num_cpus or os.cpu_count()
+        # Cluster writes the address file for `ray.init()` to Ray's default temp dir whatever
+        # temp_dir says (and fails where /tmp/ray does not exist): under the private folder, it
+        # neither fails nor points a user's own `ray.init()` at this cluster.
+        os.environ["RAY_TMPDIR"] = str(folder)
         dashboard_port, self.metrics_ports = free_port(), [free_port()]
         self.dashboard = f"http://127.0.0.1:{dashboard_port}"
         self.cluster = Cluster(initialize_head=True, head_node_args={
@@ -582,8 +587,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def stop_on_signals() -> None:
+    """Ctrl-C, `kill -INT` and `kill -TERM` end the soak through its clean-up (Serve, then the
+    cluster), also when it was started in the background, where SIGINT starts out ignored."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    stop_on_signals()
     args.out.mkdir(parents=True, exist_ok=True)
     config = serve_config(args.config)
     url = require_loopback(base_url(config))

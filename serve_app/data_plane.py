@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from ray.exceptions import ActorUnavailableError, RayActorError
-from ray.serve.handle import DeploymentHandle
+from ray.serve.handle import DeploymentHandle, DeploymentResponse
 
 from common.contracts import InputGeometry, Prediction
 from common.errors import NotFound, Unavailable
@@ -30,9 +30,25 @@ logger = logging.getLogger("ray.serve")
 READINESS_CACHE_S = 1.0
 
 
-async def call_graph(call: Callable[[], Awaitable], request_id: str):
-    """Await ``call()``; if its replica died under it, call once more. Classification is
-    idempotent, so a retry cannot do harm, and Serve routes it to a live replica.
+class StalledCall(Exception):
+    """A stage call that went unanswered for the stall time; it was cancelled."""
+
+
+async def answer_within(response: Awaitable, seconds: float):
+    """``response``'s answer, or :class:`StalledCall` (the call cancelled) if none comes within ``seconds``."""
+    try:
+        return await asyncio.wait_for(response, seconds)
+    except asyncio.TimeoutError:
+        if isinstance(response, DeploymentResponse):  # also stops the work, if a replica still does it
+            response.cancel()
+        raise StalledCall from None
+
+
+async def call_graph(call: Callable[[], Awaitable], request_id: str, stall_s: float):
+    """Await ``call()``; if its replica died under it, or it went unanswered for ``stall_s``
+    seconds, call once more. Classification is idempotent, so a retry cannot do harm, and Serve
+    routes it to a live replica. The stall bound is for a Ray Serve 2.60 defect: rarely, a call
+    sent as a replica dies is never answered and raises nothing (docs/resilience.md).
 
     A failure comes out as its typed error (:func:`~serve_app.http_errors.triage`), never as
     Ray's or Serve's: Serve installs its own plain-text handlers for some of those (backpressure)
@@ -40,8 +56,8 @@ async def call_graph(call: Callable[[], Awaitable], request_id: str):
     """
     try:
         try:
-            return await call()
-        except (RayActorError, ActorUnavailableError) as exc:
+            return await answer_within(call(), stall_s)
+        except (RayActorError, ActorUnavailableError, StalledCall) as exc:
             logger.warning("request %s: replica failed (%s); retrying once", request_id, type(exc).__name__)
             return await call()
     except Exception as exc:
@@ -60,7 +76,8 @@ class ServedModel:
 class DataPlane:
     def __init__(self, validation: DeploymentHandle, preprocessing: DeploymentHandle,
                  inference: DeploymentHandle, *, default_model: str, cache_enabled: bool,
-                 readiness_timeout_s: float, more_models: dict[str, ServedModel] | None = None) -> None:
+                 readiness_timeout_s: float, stalled_call_retry_s: float,
+                 more_models: dict[str, ServedModel] | None = None) -> None:
         """``inference`` serves the default model, named ``default_model``; ``more_models`` the
         others, by name."""
         self._validation = validation
@@ -70,6 +87,7 @@ class DataPlane:
         self._more_models = dict(more_models or {})
         self._cache_enabled = cache_enabled
         self._readiness_timeout_s = readiness_timeout_s
+        self._stall_s = stalled_call_retry_s
         self._descriptions: dict[str | None, dict] = {}  # by name; None: the default model
         self._readiness: dict[str | None, tuple[float, str | None]] = {}  # by model; None: all
 
@@ -99,12 +117,12 @@ class DataPlane:
         inference = served.inference.options(session_id=sha256)
         if self._cache_enabled:
             prediction = await call_graph(
-                lambda: inference.lookup.remote(sha256, top_k, request_id), request_id
+                lambda: inference.lookup.remote(sha256, top_k, request_id), request_id, self._stall_s
             )
             if prediction is not None:
                 return prediction
         validated = await call_graph(
-            lambda: self._validation.validate.remote(data, request_id, name), request_id
+            lambda: self._validation.validate.remote(data, request_id, name), request_id, self._stall_s
         )
         if claimed_format and claimed_format != validated.format:
             logger.info(
@@ -120,6 +138,7 @@ class DataPlane:
                 sha256, top_k, request_id,
             ),
             request_id,
+            self._stall_s,
         )
 
     async def check_ready(self, model: str | None = None) -> None:
@@ -163,7 +182,8 @@ class DataPlane:
             served = self._default if name is None else self._more_models[name]
             try:
                 description = await asyncio.wait_for(
-                    call_graph(lambda: served.inference.describe.remote(), request_id), self._readiness_timeout_s
+                    call_graph(lambda: served.inference.describe.remote(), request_id, self._stall_s),
+                    self._readiness_timeout_s,
                 )
             except asyncio.TimeoutError:
                 which = "the model" if name is None else f"model {name!r}"

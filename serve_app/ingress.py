@@ -73,6 +73,7 @@ class Ingress:
             default_model=default_model or entry_from_settings(self._settings).name,
             cache_enabled=self._settings.enable_model_cache,
             readiness_timeout_s=self._settings.readiness_timeout_s,
+            stalled_call_retry_s=self._settings.stalled_call_retry_s,
             more_models={name: ServedModel(*served) for name, served in (more_models or {}).items()},
         )
         self._end_to_end = StageTimer("end_to_end")

@@ -13,6 +13,7 @@ addresses and node IDs, then obeys commands on standard input, one per line:
 from __future__ import annotations
 
 import json
+import os
 import socket
 import sys
 
@@ -27,6 +28,10 @@ def free_port() -> int:
 
 def main() -> None:
     temp_dir, gcs_port = sys.argv[1], int(sys.argv[2])
+    # Cluster writes the address file for `ray.init()` to Ray's default temp dir whatever
+    # temp_dir says, and fails where /tmp/ray does not exist: under the private folder instead.
+    os.environ["RAY_TMPDIR"] = temp_dir
+    os.makedirs(os.path.join(temp_dir, "ray"), exist_ok=True)
     dashboard_port = free_port()
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 2, "gcs_server_port": gcs_port, "temp_dir": temp_dir, "include_dashboard": True,

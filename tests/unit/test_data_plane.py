@@ -1,5 +1,5 @@
-"""How the data plane calls the graph (serve_app/data_plane.py): one retry when a replica died, and
-every failure raised as the service's typed error, never as Ray's or Serve's."""
+"""How the data plane calls the graph (serve_app/data_plane.py): one retry when a replica died or a
+call went unanswered, and every failure raised as the service's typed error, never as Ray's or Serve's."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from ray.serve.exceptions import BackPressureError
 
 from common.errors import InternalError, Unavailable, UnsupportedMediaType
 from serve_app.data_plane import call_graph
+
+STALL_S = 5
 
 
 def calls_failing_with(*failures: Exception):
@@ -28,14 +30,31 @@ def calls_failing_with(*failures: Exception):
 
 def test_a_call_whose_replica_died_is_retried_once():
     call, calls = calls_failing_with(ActorUnavailableError("restarting", actor_id=None))
-    assert asyncio.run(call_graph(call, "r-1")) == "ok" and len(calls) == 2
+    assert asyncio.run(call_graph(call, "r-1", STALL_S)) == "ok" and len(calls) == 2
+
+
+def test_a_call_left_unanswered_is_cancelled_and_sent_again_after_the_stall_time():
+    calls, cancelled = [], []
+
+    async def call():
+        calls.append(1)
+        if len(calls) == 1:
+            try:
+                await asyncio.sleep(3600)  # a call to a replica that died, never answered
+            except asyncio.CancelledError:
+                cancelled.append(1)
+                raise
+        return "ok"
+
+    assert asyncio.run(call_graph(call, "r-4", stall_s=0.05)) == "ok"
+    assert len(calls) == 2 and cancelled == [1]
 
 
 def test_a_replica_dying_twice_is_unavailable():
     died = ActorUnavailableError("restarting", actor_id=None)
     call, calls = calls_failing_with(died, died)
     with pytest.raises(Unavailable):
-        asyncio.run(call_graph(call, "r-2"))
+        asyncio.run(call_graph(call, "r-2", STALL_S))
     assert len(calls) == 2
 
 
@@ -49,5 +68,5 @@ def test_a_replica_dying_twice_is_unavailable():
 def test_a_failed_call_is_raised_as_its_typed_error_and_not_retried(failure, typed):
     call, calls = calls_failing_with(failure)
     with pytest.raises(typed) as raised:
-        asyncio.run(call_graph(call, "r-3"))
+        asyncio.run(call_graph(call, "r-3", STALL_S))
     assert type(raised.value) is typed and len(calls) == 1

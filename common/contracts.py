@@ -7,9 +7,7 @@
 
 The ingress hashes the bytes itself: the SHA-256 keys the cache and picks the Inference replica
 that owns it, so a repeated image is answered after one hop, before any validation or decoding.
-The ingress chains the decode into the classify call, but with gRPC between deployments (Serve's
-throughput mode) Serve resolves the DecodedImage in the ingress and sends it on: every message
-starts and ends at the ingress.
+Every message starts and ends at the ingress, so that each call is retried on its own.
 Preprocessing is bound with the model's :class:`InputGeometry`, so its output fits the model.
 """
 

@@ -347,7 +347,11 @@ class Nodes:
         self.worker_http_port = free_port() if worker else None
         if worker:
             self.metrics_ports.append(free_port())
-            self.add_worker()
+            try:
+                self.add_worker()
+            except BaseException:  # the caller gets no Nodes to shut down
+                self.cluster.shutdown()
+                raise
 
     @property
     def gcs_address(self) -> str:
@@ -590,8 +594,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def stop_on_signals() -> None:
     """Ctrl-C, `kill -INT` and `kill -TERM` end the soak through its clean-up (Serve, then the
     cluster), also when it was started in the background, where SIGINT starts out ignored."""
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    def stop(signum: int, frame) -> None:
+        for each in (signal.SIGINT, signal.SIGTERM):  # a second signal must not cut the clean-up short
+            signal.signal(each, signal.SIG_IGN)
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -602,15 +611,17 @@ def main(argv: list[str] | None = None) -> int:
     url = require_loopback(base_url(config))
     request_timeout_s = config["http_options"]["request_timeout_s"]
     folder = Path(tempfile.mkdtemp(prefix="soak-", dir="/tmp"))  # short: Ray's socket paths
-    nodes = Nodes(folder, args.num_cpus, worker=args.nodes == 2)
+    nodes = None
     try:
+        nodes = Nodes(folder, args.num_cpus, worker=args.nodes == 2)
         ray.init(address=nodes.gcs_address, namespace="serve", log_to_driver=False)
         config["controller_options"]["runtime_env"]["env_vars"].update(nodes.serve_env())
         with running_service(config, args.config.resolve().parent, address=nodes.gcs_address):
             return soak(args, config, url, request_timeout_s, nodes, folder)
     finally:
         ray.shutdown()
-        nodes.shutdown()
+        if nodes is not None:
+            nodes.shutdown()
         shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from ray.exceptions import ActorUnavailableError, RayActorError
-from ray.serve.handle import DeploymentHandle, DeploymentResponse
+from ray.serve.handle import DeploymentHandle
 
 from common.contracts import InputGeometry, Prediction
 from common.errors import NotFound, Unavailable
@@ -35,13 +35,14 @@ class StalledCall(Exception):
 
 
 async def answer_within(response: Awaitable, seconds: float):
-    """``response``'s answer, or :class:`StalledCall` (the call cancelled) if none comes within ``seconds``."""
+    """``response``'s answer, or :class:`StalledCall` if none comes within ``seconds``; the call is
+    then cancelled (a Serve response's ``cancel`` also stops the work if a replica still does it)."""
     try:
         return await asyncio.wait_for(response, seconds)
     except asyncio.TimeoutError:
-        if isinstance(response, DeploymentResponse):  # also stops the work, if a replica still does it
+        if callable(getattr(response, "cancel", None)):
             response.cancel()
-        raise StalledCall from None
+        raise StalledCall(f"unanswered for {seconds:g} s") from None
 
 
 async def call_graph(call: Callable[[], Awaitable], request_id: str, stall_s: float):
@@ -58,7 +59,7 @@ async def call_graph(call: Callable[[], Awaitable], request_id: str, stall_s: fl
         try:
             return await answer_within(call(), stall_s)
         except (RayActorError, ActorUnavailableError, StalledCall) as exc:
-            logger.warning("request %s: replica failed (%s); retrying once", request_id, type(exc).__name__)
+            logger.warning("request %s: %s from a stage; calling once more", request_id, type(exc).__name__)
             return await call()
     except Exception as exc:
         error = triage(exc, request_id)
@@ -129,16 +130,15 @@ class DataPlane:
                 "request %s: model %s, Content-Type says %s but the bytes are %s; going by the bytes",
                 request_id, name, claimed_format, validated.format,
             )
-        # Chained, so that one retry covers both calls. With gRPC between deployments (the
-        # throughput mode) Serve resolves the decoded array here and sends it on; with Ray actor
-        # calls it would pass from replica to replica by reference.
+        # Two calls, each with its own retry, so that a stalled decode is cancelled itself. With
+        # gRPC between deployments (the throughput mode) a decode chained into the classify call
+        # would come through here all the same: Serve resolves it in the caller.
+        decoded = await call_graph(
+            lambda: self._preprocessing.preprocess.remote(data, validated.format, request_id, name, served.geometry),
+            request_id, self._stall_s,
+        )
         return await call_graph(
-            lambda: inference.classify.remote(
-                self._preprocessing.preprocess.remote(data, validated.format, request_id, name, served.geometry),
-                sha256, top_k, request_id,
-            ),
-            request_id,
-            self._stall_s,
+            lambda: inference.classify.remote(decoded, sha256, top_k, request_id), request_id, self._stall_s
         )
 
     async def check_ready(self, model: str | None = None) -> None:

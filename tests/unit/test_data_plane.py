@@ -33,21 +33,32 @@ def test_a_call_whose_replica_died_is_retried_once():
     assert asyncio.run(call_graph(call, "r-1", STALL_S)) == "ok" and len(calls) == 2
 
 
-def test_a_call_left_unanswered_is_cancelled_and_sent_again_after_the_stall_time():
-    calls, cancelled = [], []
+class NeverAnswered:
+    """A stage call that a dead replica never answers, cancellable like Serve's DeploymentResponse."""
 
-    async def call():
-        calls.append(1)
-        if len(calls) == 1:
-            try:
-                await asyncio.sleep(3600)  # a call to a replica that died, never answered
-            except asyncio.CancelledError:
-                cancelled.append(1)
-                raise
+    def __init__(self) -> None:
+        self.cancelled = False
+
+    def __await__(self):
+        return asyncio.sleep(3600).__await__()
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+def test_a_call_left_unanswered_is_cancelled_and_sent_again_after_the_stall_time():
+    unanswered = NeverAnswered()
+
+    async def answered():
         return "ok"
 
-    assert asyncio.run(call_graph(call, "r-4", stall_s=0.05)) == "ok"
-    assert len(calls) == 2 and cancelled == [1]
+    calls = iter([unanswered, answered()])
+
+    async def within_a_minute():  # failing, not hanging, if the stall bound were gone
+        return await asyncio.wait_for(call_graph(lambda: next(calls), "r-4", stall_s=0.05), 60)
+
+    assert asyncio.run(within_a_minute()) == "ok"
+    assert unanswered.cancelled
 
 
 def test_a_replica_dying_twice_is_unavailable():

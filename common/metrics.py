@@ -100,19 +100,33 @@ class DecodedSizeHistogram:
         self._histogram.observe(width * height / 1e6)
 
 
+class CacheAnswerCounter:
+    """The model caches' hits and misses as clients got them: counted by the ingress for each
+    image it answered, by model. Counted where the answer is given, a model replica's death (a
+    crash, a wedge, a kill) loses none of them, where the replica itself would lose what it
+    counted since it last published (docs/observability.md)."""
+
+    def __init__(self) -> None:
+        self._hits = Counter("image_cache_hits", description="Images answered from a model's cache, by model.",
+                             tag_keys=("model",))
+        self._misses = Counter("image_cache_misses",
+                               description="Images classified after a cache lookup found nothing, by model.",
+                               tag_keys=("model",))
+
+    def count(self, model: str, cached: bool) -> None:
+        (self._hits if cached else self._misses).inc(tags={"model": model})
+
+
 class CacheMetrics:
-    """Publishes a model replica's cache counters and gauges from its :class:`CacheStats`, tagged
-    with the model's name."""
+    """Publishes a model replica's cache gauges and evictions from its :class:`CacheStats`, tagged
+    with the model's name: how each replica's cache does (its hits and misses are counted by the
+    ingress, :class:`CacheAnswerCounter`)."""
 
     def __init__(self, model: str) -> None:
         def tagged(metric):
             metric.set_default_tags({"model": model})
             return metric
 
-        self._hits = tagged(Counter("image_cache_hits", description="Model cache hits, per replica.",
-                                    tag_keys=("model",)))
-        self._misses = tagged(Counter("image_cache_misses", description="Model cache misses, per replica.",
-                                      tag_keys=("model",)))
         self._evictions = tagged(Counter("image_cache_evictions", description="Model cache evictions, per replica.",
                                          tag_keys=("model",)))
         self._size = tagged(Gauge("image_cache_size", description="Entries in the model cache, per replica.",
@@ -123,15 +137,13 @@ class CacheMetrics:
             "image_cache_hit_ratio", description="Model cache hits / lookups since the replica started, per replica.",
             tag_keys=("model",),
         ))
-        self._published = (0, 0, 0)
+        self._evicted = 0
 
     def publish(self, stats: CacheStats) -> None:
-        counts = (stats.hits, stats.misses, stats.evictions)
-        for counter, now, before in zip((self._hits, self._misses, self._evictions), counts, self._published):
-            if now > before:
-                counter.inc(now - before)
+        if stats.evictions > self._evicted:
+            self._evictions.inc(stats.evictions - self._evicted)
         self._size.set(stats.size)
         self._capacity.set(stats.capacity if stats.enabled else 0)
         if stats.hits + stats.misses:
             self._hit_ratio.set(stats.hits / (stats.hits + stats.misses))
-        self._published = counts
+        self._evicted = stats.evictions

@@ -23,7 +23,8 @@ Serve's APIs, the `serve` CLI):
 - redeploy: `serve deploy` of the config with every model's cache size changed (each Inference
   deployment's `user_config`, which Serve applies to the running replicas in place).
 
-Writes to --out: soak.json (per fault window and overall: requests sent, answered, by status,
+Writes to --out: soak.json (per fault window, whose requests are those sent during it or still
+waiting for their answer when it opened, and overall: requests sent, answered, by status,
 hung, recovery time against RECOVERY_PROMISE_S; RSS, open files and threads of every Serve process
 over time, with their growth per hour after the first round of faults and over the whole run; the
 service's own counters, read from each node's metrics endpoint, against the client's counts),
@@ -266,8 +267,9 @@ class CounterScraper(threading.Thread):
     """The service's counters, read from each node's metrics endpoint as Prometheus would: every
     series' last value is kept, so a replica that is gone (or its node) still counts what it
     published; what it counted after its node's last scrape is lost, as it would be to Prometheus. The
-    application counts every answer by status (its own, and the refusals Serve's edge writes:
-    serve_app/edge.py) and its cache's hits and misses; these are compared with the client. Serve's
+    application's ingress counts every answer by status (its own, and the refusals Serve's edge
+    writes: serve_app/edge.py) and each answered image's cache hit or miss; these are compared with
+    the client. Serve's
     own HTTP counter is kept beside them, for the record."""
 
     NAMES = ("ray_serve_num_http_requests_total", "ray_image_requests_total", "ray_image_cache_hits_total",
@@ -446,10 +448,20 @@ def measure_capacity(url: str, mix: Mix, seconds: float = 15) -> float:
     return drive(url + "/v1/classify", mix.fresh, 8, seconds=seconds).summary()["rps"]
 
 
-def window_report(samples: list[Sample], start: float, end: float, slow_s: float) -> dict:
-    """Requests sent in [start, end): counts by status, the unexpected and the hung, and recovery:
-    how long after ``start`` the last unexpected or slower-than-``slow_s`` request ended."""
-    inside = [s for s in samples if start <= s.sent_s < end]
+def sent_between(samples: list[Sample], start: float, end: float) -> list[Sample]:
+    return [s for s in samples if start <= s.sent_s < end]
+
+
+def caught_by(samples: list[Sample], start: float, end: float) -> list[Sample]:
+    """The requests a fault window caught: sent during it, or sent before it and still waiting for
+    their answer when it opened (a request cut by a node's death was sent before the kill)."""
+    return [s for s in samples if s.sent_s < end and s.sent_s + s.seconds >= start]
+
+
+def window_report(inside: list[Sample], start: float, slow_s: float) -> dict:
+    """Counts by status of the requests ``inside`` a window that opened at ``start``, the
+    unexpected and the hung, and recovery: how long after ``start`` the last unexpected or
+    slower-than-``slow_s`` request ended."""
     steady = [s for s in inside if s.kind != "burst"]
     disturbed = [s for s in steady if not s.expected or s.seconds > slow_s]
     return {
@@ -690,7 +702,7 @@ def soak(args, config: dict, url: str, request_timeout_s: float, nodes: Nodes, f
             nodes.add_worker()
             progress(began, "a fresh worker node joined")
         if now - reported >= 30:
-            recent = window_report(load.samples, reported - 30, reported, args.slow)
+            recent = window_report(sent_between(load.samples, reported - 30, reported), reported - 30, args.slow)
             progress(began, f"the 30 s before the last: {recent['sent']} requests, by status {recent['by_status']}")
             reported = now
     steady.result()
@@ -723,13 +735,15 @@ def build_report(args, rps: float, samples: list[Sample], rows: list[dict], faul
                  counted_before: dict, counted_after: dict, load_began: float, end: float,
                  request_timeout_s: float) -> dict:
     windows = [(f.at_s, f.at_s + args.window) for f in faults]
-    outside = [s for s in samples if not any(a <= s.sent_s < b for a, b in windows)]
-    overall = window_report(samples, load_began, end + 60, args.slow)
+    caught = {id(s) for a, b in windows for s in caught_by(samples, a, b)}
+    outside = [s for s in samples if id(s) not in caught]
+    overall = window_report(sent_between(samples, load_began, end + 60), load_began, args.slow)
     hung = sum(s.status == NO_ANSWER and s.seconds >= request_timeout_s for s in samples)
     overall["hung"] = hung
     overall["expected_ratio"] = round(1 - overall["unexpected"] / max(overall["sent"], 1), 5)
     overall["5xx_outside_fault_windows"] = sum(s.status >= 500 or s.status == NO_ANSWER for s in outside)
-    fault_reports = [{**asdict(f), **window_report(samples, f.at_s, f.at_s + args.window, args.slow)} for f in faults]
+    fault_reports = [{**asdict(f), **window_report(caught_by(samples, f.at_s, f.at_s + args.window), f.at_s, args.slow)}
+                     for f in faults]
     # Growth is judged after the first round of faults: a burst sets each allocator's high-water
     # mark once, and a process that then keeps growing through the next rounds leaks. The growth
     # over the whole run after the load's warm-up is reported beside it.
@@ -756,8 +770,9 @@ def build_report(args, rps: float, samples: list[Sample], rows: list[dict], faul
     }
     return {"parameters": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
             "rps": round(rps, 2), "utc_end": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "overall": overall, "by_kind": {kind: window_report([s for s in samples if s.kind == kind], load_began, end + 60, args.slow)
-                                            for kind in sorted({s.kind for s in samples})},
+            "overall": overall,
+            "by_kind": {kind: window_report([s for s in samples if s.kind == kind], load_began, args.slow)
+                        for kind in sorted({s.kind for s in samples})},
             "faults": fault_reports, "growth_from_s": round(first_round_over), "growth_after_first_round": growth,
             "growth_whole_run": growth_whole_run, "counters": counters,
             "serve_http_counter": serve_counters,

@@ -23,6 +23,7 @@ from ray.serve.handle import DeploymentHandle
 
 from common.contracts import InputGeometry, Prediction
 from common.errors import NotFound, Unavailable
+from common.metrics import CacheAnswerCounter
 from serve_app.http_errors import triage
 
 logger = logging.getLogger("ray.serve")
@@ -77,16 +78,17 @@ class ServedModel:
 class DataPlane:
     def __init__(self, validation: DeploymentHandle, preprocessing: DeploymentHandle,
                  inference: DeploymentHandle, *, default_model: str, cache_enabled: bool,
-                 readiness_timeout_s: float, stalled_call_retry_s: float,
+                 cache_answers: CacheAnswerCounter, readiness_timeout_s: float, stalled_call_retry_s: float,
                  more_models: dict[str, ServedModel] | None = None) -> None:
         """``inference`` serves the default model, named ``default_model``; ``more_models`` the
-        others, by name."""
+        others, by name. With the cache on, ``cache_answers`` counts each answer's hit or miss."""
         self._validation = validation
         self._preprocessing = preprocessing
         self._default = ServedModel(inference, None)
         self._default_name = default_model
         self._more_models = dict(more_models or {})
         self._cache_enabled = cache_enabled
+        self._cache_answers = cache_answers
         self._readiness_timeout_s = readiness_timeout_s
         self._stall_s = stalled_call_retry_s
         self._descriptions: dict[str | None, dict] = {}  # by name; None: the default model
@@ -121,6 +123,7 @@ class DataPlane:
                 lambda: inference.lookup.remote(sha256, top_k, request_id), request_id, self._stall_s
             )
             if prediction is not None:
+                self._cache_answers.count(prediction.model_name, cached=True)
                 return prediction
         validated = await call_graph(
             lambda: self._validation.validate.remote(data, request_id, name), request_id, self._stall_s
@@ -137,9 +140,12 @@ class DataPlane:
             lambda: self._preprocessing.preprocess.remote(data, validated.format, request_id, name, served.geometry),
             request_id, self._stall_s,
         )
-        return await call_graph(
+        prediction = await call_graph(
             lambda: inference.classify.remote(decoded, sha256, top_k, request_id), request_id, self._stall_s
         )
+        if self._cache_enabled:
+            self._cache_answers.count(prediction.model_name, cached=False)
+        return prediction
 
     async def check_ready(self, model: str | None = None) -> None:
         """Raise :class:`Unavailable` naming the stages that do not pass their self-test in time:

@@ -23,7 +23,7 @@ from starlette.routing import Route
 from common.console import show_on_console
 from common.contracts import InputGeometry, Prediction
 from common.error_tracking import init_error_tracking
-from common.metrics import RejectionCounter, StageTimer, request_counter
+from common.metrics import CacheAnswerCounter, RejectionCounter, StageTimer, request_counter
 from common.settings import get_settings
 from deployments.inference.repository import entry_from_settings
 from serve_app.access import AccessMiddleware, access_control
@@ -72,6 +72,7 @@ class Ingress:
             validation, preprocessing, inference,
             default_model=default_model or entry_from_settings(self._settings).name,
             cache_enabled=self._settings.enable_model_cache,
+            cache_answers=CacheAnswerCounter(),
             readiness_timeout_s=self._settings.readiness_timeout_s,
             stalled_call_retry_s=self._settings.stalled_call_retry_s,
             more_models={name: ServedModel(*served) for name, served in (more_models or {}).items()},

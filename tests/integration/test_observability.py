@@ -45,8 +45,9 @@ def settled_cache_counts(service, labels: dict) -> tuple[float, float]:
 
 
 def test_cache_counts_are_exact_and_a_rejected_upload_counts_no_miss(service):
-    inference = {"application": APP, "deployment": "Inference"}
-    hits0, misses0 = settled_cache_counts(service, inference)
+    # Counted by the ingress, for each image it answered; the cache's gauges are each replica's.
+    answers, inference = {"application": APP}, {"application": APP, "deployment": "Inference"}
+    hits0, misses0 = settled_cache_counts(service, answers)
     images = [unique_photo_bytes() for _ in range(3)]
     for data in images:
         assert classify(service, data).json()["cached"] is False
@@ -57,16 +58,16 @@ def test_cache_counts_are_exact_and_a_rejected_upload_counts_no_miss(service):
 
     def counted():
         samples = scrape(service)
-        deltas = (total(samples, "ray_image_cache_hits_total", **inference) - hits0,
-                  total(samples, "ray_image_cache_misses_total", **inference) - misses0)
+        deltas = (total(samples, "ray_image_cache_hits_total", **answers) - hits0,
+                  total(samples, "ray_image_cache_misses_total", **answers) - misses0)
         return samples if deltas == (6, 3) else None
 
     samples = wait_for(counted)
     assert samples, "expected exactly 6 hits and 3 misses"
     time.sleep(6)  # and they stay exact: nothing is double counted later
     later = scrape(service)
-    assert total(later, "ray_image_cache_hits_total", **inference) - hits0 == 6
-    assert total(later, "ray_image_cache_misses_total", **inference) - misses0 == 3
+    assert total(later, "ray_image_cache_hits_total", **answers) - hits0 == 6
+    assert total(later, "ray_image_cache_misses_total", **answers) - misses0 == 3
     capacities = {s.value for s in later if s.name == "ray_image_cache_capacity"
                   and all(s.labels.get(k) == v for k, v in inference.items())}
     assert capacities == {int(SERVICE_ENV["MODEL_CACHE_SIZE"])}, "each replica's capacity"

@@ -168,14 +168,14 @@ def test_every_dashboard_query_returns_plausible_values_after_real_traffic(servi
 
     (overall,) = panel("Cache hit rate, overall")
     assert 0 < values(overall)[0] < 1, "fresh photos and their repeats"
-    for ratios in (*panel("Cache hit rate per model replica"), *panel("Cache hit ratio per model replica")):
-        assert all(0 <= v <= 1 for v in values(ratios)), ratios
+    (ratios,) = panel("Cache hit ratio per model replica")
+    assert values(ratios) and all(0 <= v <= 1 for v in values(ratios)), ratios
     # Ray's agent goes on exporting the last values of replicas that earlier tests killed.
     size, capacity = panel("Cache entries and capacity")
     assert set(values(capacity)) == {float(SERVICE_ENV["MODEL_CACHE_SIZE"])}
     assert all(0 <= v <= float(SERVICE_ENV["MODEL_CACHE_SIZE"]) for v in values(size)) and sum(values(size)) > 0
-    (lookups,) = panel("Cache lookups per model replica")
-    assert sum(values(lookups)) > 0
+    (calls,) = panel("Calls per model replica")
+    assert sum(values(calls)) > 0
     (healthy,) = panel("Healthy replicas per deployment")
     replicas = by("deployment", healthy)
     assert replicas.pop("Inference") == INFERENCE_REPLICAS

@@ -46,14 +46,19 @@ pytestmark = pytest.mark.integration
 APP = "image-classifier"
 
 
-def _misses_by_replica(service) -> dict[str, float]:
-    return {s.labels["replica"]: s.value for s in scrape(service)
-            if s.name == "ray_image_cache_misses_total" and s.labels.get("application") == APP}
+def _calls_by_model_replica(service) -> dict[str, float]:
+    """Lookups and classifications each replica of the default model answered (Serve's counter)."""
+    calls: dict[str, float] = defaultdict(float)
+    for s in scrape(service):
+        if (s.name == "ray_serve_deployment_request_counter_total" and s.labels.get("application") == APP
+                and s.labels.get("deployment") == "Inference"):
+            calls[s.labels["replica"]] += s.value
+    return calls
 
 
 def test_repeats_reach_the_replica_that_cached_them(service):
     images = distinct_photos(24, size=(160, 120), salt=os.urandom(8))
-    before = _misses_by_replica(service)
+    before = _calls_by_model_replica(service)
 
     def cached(data: bytes) -> bool:
         response = requests.post(service.url("/v1/classify"), data=data, timeout=60)
@@ -66,7 +71,7 @@ def test_repeats_reach_the_replica_that_cached_them(service):
     assert sum(repeats) >= 0.9 * len(repeats), f"{sum(repeats)} of {len(repeats)} repeats were hits"
 
     def replicas_that_took_new_images() -> set[str] | None:
-        took = {replica for replica, misses in _misses_by_replica(service).items() if misses > before.get(replica, 0)}
+        took = {replica for replica, calls in _calls_by_model_replica(service).items() if calls > before.get(replica, 0)}
         return took if len(took) >= INFERENCE_REPLICAS else None
 
     assert wait_for(replicas_that_took_new_images), "the new images were not spread over both model replicas"

@@ -1,5 +1,6 @@
 """How the data plane calls the graph (serve_app/data_plane.py): one retry when a replica died or a
-call went unanswered, and every failure raised as the service's typed error, never as Ray's or Serve's."""
+call went unanswered, every failure raised as the service's typed error, never as Ray's or Serve's,
+and each answer's cache hit or miss counted where it is given."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import pytest
 from ray.exceptions import ActorUnavailableError, RayTaskError
 from ray.serve.exceptions import BackPressureError
 
+from common.contracts import DecodedImage, Prediction, ScoredClass, ValidatedImage
 from common.errors import InternalError, Unavailable, UnsupportedMediaType
-from serve_app.data_plane import call_graph
+from serve_app.data_plane import DataPlane, call_graph
 
 STALL_S = 5
 
@@ -81,3 +83,64 @@ def test_a_failed_call_is_raised_as_its_typed_error_and_not_retried(failure, typ
     with pytest.raises(typed) as raised:
         asyncio.run(call_graph(call, "r-3", STALL_S))
     assert type(raised.value) is typed and len(calls) == 1
+
+
+class Stage:
+    """A deployment handle whose methods answer at once: ``answers`` by method name."""
+
+    def __init__(self, **answers) -> None:
+        self.calls: list[str] = []
+        for method, answer in answers.items():
+            setattr(self, method, self._method(method, answer))
+
+    def _method(self, name: str, answer):
+        stage = self
+
+        class Method:
+            @staticmethod
+            def remote(*args):
+                stage.calls.append(name)
+
+                async def answered():
+                    return answer(*args) if callable(answer) else answer
+                return answered()
+        return Method
+
+    def options(self, **_):
+        return self
+
+
+class CacheAnswers:
+    def __init__(self) -> None:
+        self.counted: list[tuple[str, bool]] = []
+
+    def count(self, model: str, cached: bool) -> None:
+        self.counted.append((model, cached))
+
+
+def prediction(cached: bool) -> Prediction:
+    return Prediction("lite0", "1", (ScoredClass(1, "goldfish", 0.9),), cached, 4, 4, "png")
+
+
+def graph(cache_enabled: bool, cached: Prediction | None) -> tuple[DataPlane, Stage, CacheAnswers]:
+    inference = Stage(lookup=cached, classify=prediction(cached=False))
+    validation = Stage(validate=ValidatedImage("png", 10, 4, 4))
+    preprocessing = Stage(preprocess=DecodedImage(None, 4, 4, "png"))
+    answers = CacheAnswers()
+    plane = DataPlane(validation, preprocessing, inference, default_model="lite0", cache_enabled=cache_enabled,
+                      cache_answers=answers, readiness_timeout_s=1, stalled_call_retry_s=STALL_S)
+    return plane, inference, answers
+
+
+@pytest.mark.parametrize(("cache_enabled", "cached", "calls", "counted"), [
+    (True, prediction(cached=True), ["lookup"], [("lite0", True)]),
+    (True, None, ["lookup", "classify"], [("lite0", False)]),
+    (False, None, ["classify"], []),
+], ids=["hit", "miss", "cache-off"])
+def test_each_answer_counts_its_cache_hit_or_miss_once_and_nothing_with_the_cache_off(cache_enabled, cached, calls,
+                                                                                      counted):
+    plane, inference, answers = graph(cache_enabled, cached)
+    answer = asyncio.run(plane.classify(b"\x89PNG", 1, "r-5"))
+    assert answer.cached is (cached is not None)
+    assert inference.calls == calls
+    assert answers.counted == counted

@@ -105,8 +105,8 @@ class Handle:
 
 
 def plane(**more: str | None) -> DataPlane:
-    return DataPlane(None, None, Handle("lite0"), default_model="lite0", cache_enabled=True, readiness_timeout_s=0.1,
-                     stalled_call_retry_s=20, more_models={name: ServedModel(Handle(answer), None) for name, answer in more.items()})
+    return DataPlane(None, None, Handle("lite0"), default_model="lite0", cache_enabled=True, cache_answers=None,
+                     readiness_timeout_s=0.1, stalled_call_retry_s=20, more_models={name: ServedModel(Handle(answer), None) for name, answer in more.items()})
 
 
 def test_a_model_is_found_by_name_the_default_too_and_an_unknown_name_lists_the_served_ones():

@@ -269,8 +269,10 @@ class CounterScraper(threading.Thread):
     published; what it counted after its node's last scrape is lost, as it would be to Prometheus. The
     application's ingress counts every answer by status (its own, and the refusals Serve's edge
     writes: serve_app/edge.py) and each answered image's cache hit or miss; these are compared with
-    the client. Serve's
-    own HTTP counter is kept beside them, for the record."""
+    the client. Where Serve's fallback proxy answers (HAProxy's backup, while it deems every
+    ingress replica down), the same edge counts its refusals there, without an application label:
+    Ray labels only replicas' metrics. The soak serves one application, so those are its, and are
+    reported apart. Serve's own HTTP counter is kept beside them, for the record."""
 
     NAMES = ("ray_serve_num_http_requests_total", "ray_image_requests_total", "ray_image_cache_hits_total",
              "ray_image_cache_misses_total")
@@ -285,7 +287,9 @@ class CounterScraper(threading.Thread):
                 text = requests.get(url, timeout=10).text
                 for family in text_string_to_metric_families(text):
                     for s in family.samples:
-                        if s.name in self.NAMES and s.labels.get("application") == APP:
+                        application = s.labels.get("application")
+                        if s.name in self.NAMES and (application == APP or (
+                                application is None and s.name == "ray_image_requests_total")):
                             self.series[(s.name, tuple(sorted(s.labels.items())))] = s.value
 
     def run(self) -> None:
@@ -295,6 +299,7 @@ class CounterScraper(threading.Thread):
     def totals(self) -> dict:
         serve_by_status: collections.Counter = collections.Counter()
         app_by_status: collections.Counter = collections.Counter()
+        fallback_proxy_by_status: collections.Counter = collections.Counter()
         serve_by_route: collections.Counter = collections.Counter()
         hits = misses = 0.0
         for (name, labels), value in self.series.items():
@@ -304,11 +309,15 @@ class CounterScraper(threading.Thread):
                 serve_by_route[f"{labels.get('method')} {labels.get('route')} {labels.get('status_code')}"] += value
             elif name == "ray_image_requests_total":
                 app_by_status[labels.get("status")] += value
+                if "application" not in labels:
+                    fallback_proxy_by_status[labels.get("status")] += value
             elif name == "ray_image_cache_hits_total":
                 hits += value
             else:
                 misses += value
-        return {"requests_by_status": dict(app_by_status), "serve_requests_by_status": dict(serve_by_status),
+        return {"requests_by_status": dict(app_by_status),
+                "fallback_proxy_requests_by_status": dict(fallback_proxy_by_status),
+                "serve_requests_by_status": dict(serve_by_status),
                 "serve_requests_by_route": dict(serve_by_route), "cache_hits": hits, "cache_misses": misses}
 
     def settle(self, timeout_s: float = 90) -> None:
@@ -807,6 +816,9 @@ def summary_text(report: dict) -> str:
                          f"{max(g['threads_per_hour'] for g in growth.values()):+.0f}")
     lines.append("counters (client vs service): " + "; ".join(
         f"{name} {c['client']:g}/{c['service']:g}" for name, c in report["counters"].items()))
+    if any(report["service_counters"]["fallback_proxy_requests_by_status"].values()):
+        lines.append("of the service's counts, by Serve's fallback proxy: "
+                     f"{report['service_counters']['fallback_proxy_requests_by_status']}")
     lines.append("Serve's HTTP counter (not a target): " + "; ".join(
         f"{name} {c['client']:g}/{c['service']:g}" for name, c in report["serve_http_counter"].items()))
     lines.append("targets: " + ", ".join(f"{name} {'met' if ok else 'MISSED'}" for name, ok in report["targets"].items()))

@@ -743,16 +743,15 @@ def subtract(after: dict, before: dict) -> dict:
 def build_report(args, rps: float, samples: list[Sample], rows: list[dict], faults: list[Fault],
                  counted_before: dict, counted_after: dict, load_began: float, end: float,
                  request_timeout_s: float) -> dict:
-    windows = [(f.at_s, f.at_s + args.window) for f in faults]
-    caught = {id(s) for a, b in windows for s in caught_by(samples, a, b)}
+    caught_by_fault = [caught_by(samples, f.at_s, f.at_s + args.window) for f in faults]
+    caught = {id(s) for inside in caught_by_fault for s in inside}
     outside = [s for s in samples if id(s) not in caught]
     overall = window_report(sent_between(samples, load_began, end + 60), load_began, args.slow)
     hung = sum(s.status == NO_ANSWER and s.seconds >= request_timeout_s for s in samples)
     overall["hung"] = hung
     overall["expected_ratio"] = round(1 - overall["unexpected"] / max(overall["sent"], 1), 5)
     overall["5xx_outside_fault_windows"] = sum(s.status >= 500 or s.status == NO_ANSWER for s in outside)
-    fault_reports = [{**asdict(f), **window_report(caught_by(samples, f.at_s, f.at_s + args.window), f.at_s, args.slow)}
-                     for f in faults]
+    fault_reports = [{**asdict(f), **window_report(inside, f.at_s, args.slow)} for f, inside in zip(faults, caught_by_fault)]
     # Growth is judged after the first round of faults: a burst sets each allocator's high-water
     # mark once, and a process that then keeps growing through the next rounds leaks. The growth
     # over the whole run after the load's warm-up is reported beside it.

@@ -5,6 +5,8 @@ and each answer's cache hit or miss counted where it is given."""
 from __future__ import annotations
 
 import asyncio
+import functools
+from types import SimpleNamespace
 
 import pytest
 from ray.exceptions import ActorUnavailableError, RayTaskError
@@ -91,20 +93,11 @@ class Stage:
     def __init__(self, **answers) -> None:
         self.calls: list[str] = []
         for method, answer in answers.items():
-            setattr(self, method, self._method(method, answer))
+            setattr(self, method, SimpleNamespace(remote=functools.partial(self._answer, method, answer)))
 
-    def _method(self, name: str, answer):
-        stage = self
-
-        class Method:
-            @staticmethod
-            def remote(*args):
-                stage.calls.append(name)
-
-                async def answered():
-                    return answer(*args) if callable(answer) else answer
-                return answered()
-        return Method
+    async def _answer(self, method: str, answer, *args):
+        self.calls.append(method)
+        return answer
 
     def options(self, **_):
         return self

@@ -6,7 +6,8 @@
 It starts a Ray cluster of its own on this machine (private temp dir, dashboard and metrics on
 free ports) and `serve run` on the config: one node, or with --nodes 2 a head and a worker node
 (each its own raylet, object store and metrics agent, as tests/integration/test_scale_out.py
-runs them; the worker's HAProxy on a free port). The config's ports (8000, 8200-8209, 8500, 8404,
+runs them; the worker's HAProxy on a free port; an ingress replica on each node, as
+deploy/kuberay/rayservice.yaml runs a cluster). The config's ports (8000, 8200-8209, 8500, 8404,
 9101) must be free. It measures capacity for 15 s (unless --rps), then sends a steady open-loop
 mix at 70% of it for --minutes to the head node's front door: fresh photos in four formats and two
 sizes, repeats of a few hot photos, multipart and raw bodies, top_k 1, 3, 5 and 10, hostile
@@ -372,13 +373,20 @@ class Nodes:
     def metrics_urls(self) -> list[str]:
         return [f"http://127.0.0.1:{port}/metrics" for port in self.metrics_ports]
 
-    def serve_env(self) -> dict[str, str]:
-        """What the config needs on this cluster: nodes on one machine share its loopback, so the
-        worker's HAProxy takes a port of its own (Ray's knob for exactly this), and both share the
-        stats and metrics ports."""
+    def configure(self, config: dict) -> None:
+        """What the config needs on two nodes, in place:
+
+        - nodes on one machine share its loopback, so the worker's HAProxy takes a port of its own
+          (Ray's knob for exactly this), and both share the stats and metrics ports;
+        - an ingress replica on each node, as deploy/kuberay/rayservice.yaml runs a cluster, so that
+          a node's death leaves the other node's front door a replica to send to."""
         if self.worker_http_port is None:
-            return {}
-        return {"RAY_SERVE_WORKER_PROXY_HTTP_PORT": str(self.worker_http_port), "SERVE_SOCKET_REUSE_PORT_ENABLED": "1"}
+            return
+        config["controller_options"]["runtime_env"]["env_vars"].update({
+            "RAY_SERVE_WORKER_PROXY_HTTP_PORT": str(self.worker_http_port), "SERVE_SOCKET_REUSE_PORT_ENABLED": "1"})
+        (app,) = config["applications"]
+        (ingress,) = [d for d in app["deployments"] if d["name"] == "Ingress"]
+        ingress["autoscaling_config"]["min_replicas"] = max(ingress["autoscaling_config"]["min_replicas"], 2)
 
     def add_worker(self) -> None:
         self.worker = self.cluster.add_node(num_cpus=self.num_cpus, metrics_export_port=self.metrics_ports[1],
@@ -636,7 +644,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         nodes = Nodes(folder, args.num_cpus, worker=args.nodes == 2)
         ray.init(address=nodes.gcs_address, namespace="serve", log_to_driver=False)
-        config["controller_options"]["runtime_env"]["env_vars"].update(nodes.serve_env())
+        nodes.configure(config)
         with running_service(config, args.config.resolve().parent, address=nodes.gcs_address):
             return soak(args, config, url, request_timeout_s, nodes, folder)
     finally:

@@ -785,6 +785,7 @@ def build_report(args, rps: float, samples: list[Sample], rows: list[dict], faul
         "counters within 0.1%": all(c["error"] <= TARGET_COUNTER_ERROR for c in counters.values()),
     }
     return {"parameters": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+            "max_dgram_qlen": max_dgram_qlen(),
             "rps": round(rps, 2), "utc_end": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "overall": overall,
             "by_kind": {kind: window_report([s for s in samples if s.kind == kind], load_began, args.slow)
@@ -800,6 +801,16 @@ def build_report(args, rps: float, samples: list[Sample], rows: list[dict], faul
                                                       if s.status != 200).most_common()),
             # every Serve process's readings, every 30 s (the growth above uses them all)
             "processes": [row for row in rows if row["t"] % 30 < SAMPLE_EVERY_S]}
+
+
+def max_dgram_qlen() -> int | None:
+    """This machine's net.unix.max_dgram_qlen: HAProxy sends Serve one log line per request over a
+    Unix datagram socket, which holds this many lines; past that, HAProxy drops them, and Serve's HTTP
+    counter misses those requests (10, the kernel's default in a new network namespace, loses
+    some of a burst's; docs/observability.md)."""
+    with contextlib.suppress(OSError, ValueError):
+        return int(Path("/proc/sys/net/unix/max_dgram_qlen").read_text())
+    return None
 
 
 def summary_text(report: dict) -> str:
@@ -827,7 +838,8 @@ def summary_text(report: dict) -> str:
         lines.append("of the service's counts, by Serve's fallback proxy: "
                      f"{report['service_counters']['fallback_proxy_requests_by_status']}")
     lines.append("Serve's HTTP counter (not a target): " + "; ".join(
-        f"{name} {c['client']:g}/{c['service']:g}" for name, c in report["serve_http_counter"].items()))
+        f"{name} {c['client']:g}/{c['service']:g}" for name, c in report["serve_http_counter"].items())
+        + f" (net.unix.max_dgram_qlen {report['max_dgram_qlen']})")
     lines.append("targets: " + ", ".join(f"{name} {'met' if ok else 'MISSED'}" for name, ok in report["targets"].items()))
     return "\n".join(lines) + "\n"
 

@@ -28,7 +28,8 @@ Writes to --out: soak.json (per fault window, whose requests are those sent duri
 waiting for their answer when it opened, and overall: requests sent, answered, by status,
 hung, recovery time against RECOVERY_PROMISE_S; RSS, open files and threads of every Serve process
 over time, with their growth per hour after the first round of faults and over the whole run; the
-service's own counters, read from each node's metrics endpoint, against the client's counts),
+service's own counters, read from each node's metrics endpoint, against the client's counts, and
+the machine's net.unix.max_dgram_qlen, on which Serve's HTTP counter depends),
 soak.png (the timeline), summary.txt, which is also printed, and raw.json (every request and
 reading, written first). Exits 1 when a target is missed. Load goes to 127.0.0.1 only.
 """

@@ -11,6 +11,8 @@ import pytest
 import yaml
 from ray.serve.schema import ServeDeploySchema
 
+from tests.integration.serve_process import deployment_config
+
 ROOT = Path(__file__).resolve().parents[2]
 MANIFEST = ROOT / "deploy" / "kuberay" / "rayservice.yaml"
 CRD = ROOT / "deploy" / "kuberay" / "crd" / "ray.io_rayservices.yaml"
@@ -94,9 +96,7 @@ def test_serve_config_v2_is_serve_config_yaml_but_for_the_cluster_differences(ma
     # The differences the manifest documents: proxies listen on the pod's IP, not loopback, and an
     # ingress replica runs on each of two pods at least.
     expected["http_options"]["host"] = "0.0.0.0"
-    (app,) = expected["applications"]
-    (ingress,) = [d for d in app["deployments"] if d["name"] == "Ingress"]
-    ingress["autoscaling_config"]["min_replicas"] = 2
+    deployment_config(expected, "Ingress")["autoscaling_config"]["min_replicas"] = 2
     assert serve_config_v2(manifest) == expected, (
         "serveConfigV2 in deploy/kuberay/rayservice.yaml has drifted from serve_config.yaml"
     )

@@ -7,8 +7,9 @@ It starts a Ray cluster of its own on this machine (private temp dir, dashboard 
 free ports) and `serve run` on the config: one node, or with --nodes 2 a head and a worker node
 (each its own raylet, object store and metrics agent, as tests/integration/test_scale_out.py
 runs them; the worker's HAProxy on a free port; an ingress replica on each node, as
-deploy/kuberay/rayservice.yaml runs a cluster). The config's ports (8000, 8200-8209, 8500, 8404,
-9101) must be free. It measures capacity for 15 s (unless --rps), then sends a steady open-loop
+deploy/kuberay/rayservice.yaml runs a cluster, with its health checks of nodes; a replica of
+every stage with one to spare on each node, as docs/deployment.md advises). The config's ports
+(8000, 8200-8209, 8500, 8404, 9101) must be free. It measures capacity for 15 s (unless --rps), then sends a steady open-loop
 mix at 70% of it for --minutes to the head node's front door: fresh photos in four formats and two
 sizes, repeats of a few hot photos, multipart and raw bodies, top_k 1, 3, 5 and 10, hostile
 uploads, and the Open Inference Protocol (v2) beside v1. Faults come in turn every --fault-every
@@ -19,7 +20,8 @@ Serve's APIs, the `serve` CLI):
 - wedge-runner: block one Inference replica's model thread for good (its health check fails);
 - kill-node (--nodes 2 only): kill every process of the worker node at once, as a machine that
   dies; a fresh worker node joins when the fault's window ends, as a cluster's autoscaler would
-  replace it;
+  replace it, and is reported as a "node-join" with a window of its own, until the next fault
+  (on one machine its start-up takes CPU from the running node);
 - burst: --burst simultaneous fresh uploads, past the queue limits;
 - redeploy: `serve deploy` of the config with every model's cache size changed (each Inference
   deployment's `user_config`, which Serve applies to the running replicas in place).
@@ -74,17 +76,23 @@ from loadtests.service import base_url, running_service, serve_config
 APP = "image-classifier"
 MODEL = "efficientnet-lite0"
 FAULTS = ("kill-inference", "kill-preprocessing", "wedge-runner", "kill-node", "burst", "redeploy")
+# Not a fault: the fresh worker node that replaces a killed one, reported with a window of its own.
+NODE_JOIN = "node-join"
 ONE_NODE_FAULTS = tuple(fault for fault in FAULTS if fault != "kill-node")
 TOP_KS = (1, 3, 5, 10)
 HOT_IMAGES = 8
 SAMPLE_EVERY_S = 5
 OBJECT_STORE_BYTES = 2**30  # per node; payloads travel over gRPC, so little is stored
+# Ray's health checks of each node, as deploy/kuberay/rayservice.yaml's head sets them: a dead
+# node is declared dead after about 3 s instead of Ray's 14 s (3 failed checks 1 s apart instead of
+# 5 checks 3 s apart), so that Serve stops placing replacements on it sooner (docs/scaling.md).
+NODE_HEALTH_CHECKS = {"health_check_period_ms": 1000, "health_check_failure_threshold": 3}
 PROCESS_WARMUP_S = 120
 MIN_GROWTH_SPAN_S = 60  # a shorter series gives no slope worth reporting per hour
 # How soon after each fault every request is again answered as expected within --slow seconds:
 # what docs/resilience.md ("Soak") promises, and the soak checks.
 RECOVERY_PROMISE_S = {"kill-inference": 30, "kill-preprocessing": 30, "wedge-runner": 45, "kill-node": 30,
-                      "burst": 60, "redeploy": 30}
+                      "burst": 60, "redeploy": 30, NODE_JOIN: 30}
 CACHE_SIZES = (256, 128)  # what each redeploy sets the cache size to, in turn
 # Targets of issue 22's "Done when".
 TARGET_EXPECTED_RATIO = 0.995
@@ -110,6 +118,7 @@ class Fault:
     name: str
     at_s: float
     utc: str
+    window_s: float
     detail: str = ""
     done_s: float | None = None  # when the operator's action finished (a redeploy is RUNNING again)
 
@@ -355,7 +364,8 @@ class Nodes:
         self.cluster = Cluster(initialize_head=True, head_node_args={
             "num_cpus": self.num_cpus, "temp_dir": str(folder / "ray"), "include_dashboard": True,
             "dashboard_host": "127.0.0.1", "dashboard_port": dashboard_port,
-            "metrics_export_port": self.metrics_ports[0], "object_store_memory": OBJECT_STORE_BYTES})
+            "metrics_export_port": self.metrics_ports[0], "object_store_memory": OBJECT_STORE_BYTES,
+            "_system_config": NODE_HEALTH_CHECKS})
         self.worker = None
         self.worker_http_port = free_port() if worker else None
         if worker:
@@ -375,19 +385,31 @@ class Nodes:
         return [f"http://127.0.0.1:{port}/metrics" for port in self.metrics_ports]
 
     def configure(self, config: dict) -> None:
-        """What the config needs on two nodes, in place:
+        """What the config needs on two nodes, in place, as docs/deployment.md advises for a cluster:
 
         - nodes on one machine share its loopback, so the worker's HAProxy takes a port of its own
           (Ray's knob for exactly this), and both share the stats and metrics ports;
-        - an ingress replica on each node, as deploy/kuberay/rayservice.yaml runs a cluster, so that
-          a node's death leaves the other node's front door a replica to send to."""
+        - every stage with a replica to spare keeps one on each node, so that a node's death leaves
+          each stage a replica while Serve replaces the lost ones (Ray spreads replicas best effort
+          only, and a stage whose replicas all sat on the dead node answered nothing for the 6-8 s
+          its replacement took to start): the ingress and validation with one replica per node
+          (max_replicas_per_node 1, min_replicas 2), the stages that already run two replicas at
+          least with one more than fit on a node (the default model at most half its max_replicas
+          per node). The other models run one replica by choice, and stay as they are."""
         if self.worker_http_port is None:
             return
         config["controller_options"]["runtime_env"]["env_vars"].update({
             "RAY_SERVE_WORKER_PROXY_HTTP_PORT": str(self.worker_http_port), "SERVE_SOCKET_REUSE_PORT_ENABLED": "1"})
         (app,) = config["applications"]
-        (ingress,) = [d for d in app["deployments"] if d["name"] == "Ingress"]
-        ingress["autoscaling_config"]["min_replicas"] = max(ingress["autoscaling_config"]["min_replicas"], 2)
+        for deployment in app["deployments"]:
+            scaling = deployment["autoscaling_config"]
+            if deployment["name"] in ("Ingress", "Validation"):
+                deployment["max_replicas_per_node"] = 1
+            elif scaling["min_replicas"] >= 2:
+                deployment.setdefault("max_replicas_per_node", -(-scaling["max_replicas"] // 2))
+            else:
+                continue
+            scaling["min_replicas"] = max(scaling["min_replicas"], deployment["max_replicas_per_node"] + 1)
 
     def add_worker(self) -> None:
         self.worker = self.cluster.add_node(num_cpus=self.num_cpus, metrics_export_port=self.metrics_ports[1],
@@ -547,7 +569,7 @@ def compare(client: dict, service: dict) -> dict:
     return {name: {"client": c, "service": s, "error": round(error(c, s), 5)} for name, (c, s) in rows.items()}
 
 
-def draw(path: Path, samples: list[Sample], rows: list[dict], faults: list[Fault], window_s: float) -> None:
+def draw(path: Path, samples: list[Sample], rows: list[dict], faults: list[Fault]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -578,11 +600,12 @@ def draw(path: Path, samples: list[Sample], rows: list[dict], faults: list[Fault
     memory.set_ylabel("RSS MiB\n(all processes)")
     memory.set_xlabel("minutes")
     memory.legend(fontsize=7, ncol=4)
-    colours = dict(zip(FAULTS, ("tab:purple", "tab:orange", "tab:brown", "tab:gray", "tab:blue", "tab:olive")))
+    colours = dict(zip((*FAULTS, NODE_JOIN),
+                       ("tab:purple", "tab:orange", "tab:brown", "tab:gray", "tab:blue", "tab:olive", "tab:cyan")))
     for axis in (rate, errors, memory):
         axis.grid(alpha=0.3)
         for fault in faults:
-            axis.axvspan(fault.at_s / 60, (fault.at_s + window_s) / 60, color=colours[fault.name], alpha=0.15)
+            axis.axvspan(fault.at_s / 60, (fault.at_s + fault.window_s) / 60, color=colours[fault.name], alpha=0.15)
     for fault in faults:
         rate.annotate(fault.name, (fault.at_s / 60, rate.get_ylim()[1]), fontsize=6, rotation=90, va="top")
     fig.suptitle("Soak: steady mixed load with faults (shaded: fault windows)")
@@ -655,13 +678,17 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def utc_now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
 def progress(began: float, text: str) -> None:
     print(f"[{(time.monotonic() - began) / 60:5.1f} min] {text}", flush=True)
 
 
 def inject(name: str, faults: list[Fault], load: Load, args, config: dict, nodes: Nodes, folder: Path,
            began: float) -> Fault:
-    fault = Fault(name, time.monotonic() - began, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    fault = Fault(name, time.monotonic() - began, utc_now(), args.window)
     try:
         act(fault, faults, load, args, config, nodes, folder)
     except Exception as exc:  # noqa: BLE001 - a fault that could not be injected is reported, and the soak goes on
@@ -712,13 +739,21 @@ def soak(args, config: dict, url: str, request_timeout_s: float, nodes: Nodes, f
         now = time.monotonic() - began
         if schedule and now >= schedule[0]:
             schedule.pop(0)
-            fault = inject(args.faults[len(faults) % len(args.faults)], faults, load, args, config, nodes,
+            injected = [f for f in faults if f.name != NODE_JOIN]
+            fault = inject(args.faults[len(injected) % len(args.faults)], faults, load, args, config, nodes,
                            folder, began)
             faults.append(fault)
             progress(began, f"{fault.name}: {fault.detail} (done in {fault.done_s} s)")
         if args.nodes == 2 and nodes.worker is None and now >= faults[-1].at_s + args.window:
+            # Its window lasts until the next fault, --window at most: on one machine, the fresh
+            # node's start-up (Serve starts the replicas that wait for it) takes CPU from the
+            # running node, where a real node brings its own.
+            join = Fault(NODE_JOIN, now, utc_now(), min(args.window, args.fault_every - args.window),
+                         "a fresh worker node")
             nodes.add_worker()
-            progress(began, "a fresh worker node joined")
+            join.done_s = round(time.monotonic() - began - now, 1)
+            faults.append(join)
+            progress(began, f"a fresh worker node joined (in {join.done_s} s)")
         if now - reported >= 30:
             recent = window_report(sent_between(load.samples, reported - 30, reported), reported - 30, args.slow)
             progress(began, f"the 30 s before the last: {recent['sent']} requests, by status {recent['by_status']}")
@@ -737,7 +772,7 @@ def soak(args, config: dict, url: str, request_timeout_s: float, nodes: Nodes, f
     report = build_report(args, rps, load.samples, sampler.rows, faults, counted_before, scraper.totals(),
                           load_began, end, request_timeout_s)
     (args.out / "soak.json").write_text(json.dumps(report, indent=1))
-    draw(args.out / "soak.png", load.samples, sampler.rows, faults, args.window)
+    draw(args.out / "soak.png", load.samples, sampler.rows, faults)
     summary = summary_text(report)
     (args.out / "summary.txt").write_text(summary)
     print(summary, flush=True)
@@ -752,7 +787,7 @@ def subtract(after: dict, before: dict) -> dict:
 def build_report(args, rps: float, samples: list[Sample], rows: list[dict], faults: list[Fault],
                  counted_before: dict, counted_after: dict, load_began: float, end: float,
                  request_timeout_s: float) -> dict:
-    caught_by_fault = [caught_by(samples, f.at_s, f.at_s + args.window) for f in faults]
+    caught_by_fault = [caught_by(samples, f.at_s, f.at_s + f.window_s) for f in faults]
     caught = {id(s) for inside in caught_by_fault for s in inside}
     outside = [s for s in samples if id(s) not in caught]
     overall = window_report(sent_between(samples, load_began, end + 60), load_began, args.slow)
@@ -764,7 +799,8 @@ def build_report(args, rps: float, samples: list[Sample], rows: list[dict], faul
     # Growth is judged after the first round of faults: a burst sets each allocator's high-water
     # mark once, and a process that then keeps growing through the next rounds leaks. The growth
     # over the whole run after the load's warm-up is reported beside it.
-    first_round_over = (faults[min(len(faults), len(set(args.faults))) - 1].at_s + args.window if faults
+    injected = [f for f in faults if f.name != NODE_JOIN]
+    first_round_over = (injected[min(len(injected), len(set(args.faults))) - 1].at_s + args.window if injected
                         else load_began + args.warmup)
     growth = growth_per_hour(rows, first_round_over, min_span_s=min(600, (end - first_round_over) / 2))
     warmed_up = load_began + args.warmup

@@ -93,10 +93,13 @@ def test_ray_serve_accepts_serve_config_v2(manifest):
 
 def test_serve_config_v2_is_serve_config_yaml_but_for_the_cluster_differences(manifest):
     expected = load(ROOT / "serve_config.yaml")
-    # The differences the manifest documents: proxies listen on the pod's IP, not loopback, and an
-    # ingress replica runs on each of two pods at least.
+    # The differences the manifest documents: proxies listen on the pod's IP, not loopback, and the
+    # ingress, validation and preprocessing keep a replica on each of two pods at least.
     expected["http_options"]["host"] = "0.0.0.0"
     deployment_config(expected, "Ingress")["autoscaling_config"]["min_replicas"] = 2
+    deployment_config(expected, "Validation")["max_replicas_per_node"] = 1
+    deployment_config(expected, "Validation")["autoscaling_config"]["min_replicas"] = 2
+    deployment_config(expected, "Preprocessing")["autoscaling_config"]["min_replicas"] = 3
     assert serve_config_v2(manifest) == expected, (
         "serveConfigV2 in deploy/kuberay/rayservice.yaml has drifted from serve_config.yaml"
     )
@@ -112,3 +115,13 @@ def test_every_pod_runs_its_own_haproxy_front_door(manifest):
         env = {item["name"]: item["value"] for item in container.get("env", [])}
         assert env.get("RAY_SERVE_ENABLE_HA_PROXY") == "1", container["name"]
         assert env.get("RAY_SERVE_THROUGHPUT_OPTIMIZED") == "1", container["name"]
+
+
+def test_the_head_declares_a_dead_pod_dead_within_seconds(manifest):
+    """Until Ray declares a node dead, Serve places the replacements of its replicas on it; the
+    GCS, on the head, takes health_check_period_ms x health_check_failure_threshold to do so
+    (Ray's defaults: 3 000 ms x 5)."""
+    (head,) = manifest["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"]
+    env = {item["name"]: item["value"] for item in head.get("env", [])}
+    detection_ms = int(env["RAY_health_check_period_ms"]) * int(env["RAY_health_check_failure_threshold"])
+    assert detection_ms <= 5000, detection_ms

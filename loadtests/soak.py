@@ -9,12 +9,12 @@ free ports) and `serve run` on the config: one node, or with --nodes 2 a head an
 runs them; the worker's HAProxy on a free port; an ingress replica on each node, as
 deploy/kuberay/rayservice.yaml runs a cluster, with its health checks of nodes; a replica of
 every stage with one to spare on each node, as docs/deployment.md advises). The config's ports
-(8000, 8200-8209, 8500, 8404, 9101) must be free. It measures capacity for 15 s (unless --rps), then sends a steady open-loop
-mix at 70% of it for --minutes to the head node's front door: fresh photos in four formats and two
-sizes, repeats of a few hot photos, multipart and raw bodies, top_k 1, 3, 5 and 10, hostile
-uploads, and the Open Inference Protocol (v2) beside v1. Faults come in turn every --fault-every
-seconds after a warm-up, each named and timestamped, acting as an operator would (Ray's and
-Serve's APIs, the `serve` CLI):
+(8000, 8200-8209, 8500, 8404, 9101) must be free. It measures capacity for 15 s (unless --rps),
+then sends a steady open-loop mix at 70% of it for --minutes to the head node's front door: fresh
+photos in four formats and two sizes, repeats of a few hot photos, multipart and raw bodies,
+top_k 1, 3, 5 and 10, hostile uploads, and the Open Inference Protocol (v2) beside v1. Faults
+come in turn every --fault-every seconds after a warm-up, each named and timestamped, acting as an
+operator would (Ray's and Serve's APIs, the `serve` CLI):
 
 - kill-inference, kill-preprocessing: `ray.kill` one replica of that deployment;
 - wedge-runner: block one Inference replica's model thread for good (its health check fails);
@@ -745,10 +745,10 @@ def soak(args, config: dict, url: str, request_timeout_s: float, nodes: Nodes, f
             faults.append(fault)
             progress(began, f"{fault.name}: {fault.detail} (done in {fault.done_s} s)")
         if args.nodes == 2 and nodes.worker is None and now >= faults[-1].at_s + args.window:
-            # Its window lasts until the next fault, --window at most: on one machine, the fresh
+            # Its window lasts until the next fault begins, --window at most: on one machine, the fresh
             # node's start-up (Serve starts the replicas that wait for it) takes CPU from the
             # running node, where a real node brings its own.
-            join = Fault(NODE_JOIN, now, utc_now(), min(args.window, args.fault_every - args.window),
+            join = Fault(NODE_JOIN, now, utc_now(), min(args.window, (schedule[0] if schedule else end) - now),
                          "a fresh worker node")
             nodes.add_worker()
             join.done_s = round(time.monotonic() - began - now, 1)

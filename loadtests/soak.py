@@ -682,6 +682,11 @@ def utc_now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
+def injected(faults: list[Fault]) -> list[Fault]:
+    """The faults of the schedule, without the node joins reported beside them."""
+    return [f for f in faults if f.name != NODE_JOIN]
+
+
 def progress(began: float, text: str) -> None:
     print(f"[{(time.monotonic() - began) / 60:5.1f} min] {text}", flush=True)
 
@@ -739,9 +744,8 @@ def soak(args, config: dict, url: str, request_timeout_s: float, nodes: Nodes, f
         now = time.monotonic() - began
         if schedule and now >= schedule[0]:
             schedule.pop(0)
-            injected = [f for f in faults if f.name != NODE_JOIN]
-            fault = inject(args.faults[len(injected) % len(args.faults)], faults, load, args, config, nodes,
-                           folder, began)
+            fault = inject(args.faults[len(injected(faults)) % len(args.faults)], faults, load, args, config,
+                           nodes, folder, began)
             faults.append(fault)
             progress(began, f"{fault.name}: {fault.detail} (done in {fault.done_s} s)")
         if args.nodes == 2 and nodes.worker is None and now >= faults[-1].at_s + args.window:
@@ -799,8 +803,8 @@ def build_report(args, rps: float, samples: list[Sample], rows: list[dict], faul
     # Growth is judged after the first round of faults: a burst sets each allocator's high-water
     # mark once, and a process that then keeps growing through the next rounds leaks. The growth
     # over the whole run after the load's warm-up is reported beside it.
-    injected = [f for f in faults if f.name != NODE_JOIN]
-    first_round_over = (injected[min(len(injected), len(set(args.faults))) - 1].at_s + args.window if injected
+    scheduled = injected(faults)
+    first_round_over = (scheduled[min(len(scheduled), len(set(args.faults))) - 1].at_s + args.window if scheduled
                         else load_began + args.warmup)
     growth = growth_per_hour(rows, first_round_over, min_span_s=min(600, (end - first_round_over) / 2))
     warmed_up = load_began + args.warmup
@@ -823,7 +827,7 @@ def build_report(args, rps: float, samples: list[Sample], rows: list[dict], faul
     }
     return {"parameters": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
             "max_dgram_qlen": max_dgram_qlen(),
-            "rps": round(rps, 2), "utc_end": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "rps": round(rps, 2), "utc_end": utc_now(),
             "overall": overall,
             "by_kind": {kind: window_report([s for s in samples if s.kind == kind], load_began, args.slow)
                         for kind in sorted({s.kind for s in samples})},

@@ -105,6 +105,10 @@ def test_serve_config_v2_is_serve_config_yaml_but_for_the_cluster_differences(ma
     )
 
 
+def container_env(container: dict) -> dict[str, str]:
+    return {item["name"]: item["value"] for item in container.get("env", [])}
+
+
 def test_every_pod_runs_its_own_haproxy_front_door(manifest):
     """Ray's high-throughput guide for KubeRay: HAProxy mode on the head and every worker group,
     so that each pod's port 8000 is its own HAProxy."""
@@ -112,7 +116,7 @@ def test_every_pod_runs_its_own_haproxy_front_door(manifest):
     groups = [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]
     for group in groups:
         (container,) = group["template"]["spec"]["containers"]
-        env = {item["name"]: item["value"] for item in container.get("env", [])}
+        env = container_env(container)
         assert env.get("RAY_SERVE_ENABLE_HA_PROXY") == "1", container["name"]
         assert env.get("RAY_SERVE_THROUGHPUT_OPTIMIZED") == "1", container["name"]
 
@@ -122,6 +126,6 @@ def test_the_head_declares_a_dead_pod_dead_within_seconds(manifest):
     GCS, on the head, takes health_check_period_ms x health_check_failure_threshold to do so
     (Ray's defaults: 3 000 ms x 5)."""
     (head,) = manifest["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"]
-    env = {item["name"]: item["value"] for item in head.get("env", [])}
+    env = container_env(head)
     detection_ms = int(env["RAY_health_check_period_ms"]) * int(env["RAY_health_check_failure_threshold"])
     assert detection_ms <= 5000, detection_ms

@@ -59,10 +59,12 @@ def test_serve_run_console_shows_the_model_and_cache_but_not_each_request(servic
     started = f"loaded: openvino f32 on cpu; model cache: enabled, size {SERVICE_ENV['MODEL_CACHE_SIZE']}"
 
     def console_lines() -> list[str]:
-        return [line for line in service.log_path.read_text(errors="replace").splitlines() if started in line]
+        # The session's other apps (lite1, lite2) log to the same console, and Ray folds repeats of
+        # one line across apps, so any line naming the default model counts.
+        return [line for line in service.log_path.read_text(errors="replace").splitlines()
+                if started in line and "efficientnet-lite0@" in line]
 
-    lines = wait_for(console_lines, timeout_s=30)
-    assert lines and "efficientnet-lite0@" in lines[0], service.log_path.read_text()[-4000:]
+    assert wait_for(console_lines, timeout_s=30), service.log_path.read_text()[-4000:]
     assert "model cache: disabled" in service.log_path.read_text()  # the cache-disabled copy of the app
     assert "classified, top class" not in service.log_path.read_text(), "per-request lines stay in the files"
 

@@ -68,7 +68,10 @@ async def one_round(port: int, uploads: Uploads, count: int, steady_rps: float) 
 
     async def steady_one(delay: float) -> int:
         await asyncio.sleep(delay)
-        reader, writer = await asyncio.open_connection(HOST, port)
+        try:
+            reader, writer = await asyncio.open_connection(HOST, port)
+        except OSError:  # refused or reset: no answer
+            return NO_ANSWER
         writer.write(uploads.request())
         return await status_of(reader, writer)
 

@@ -23,10 +23,10 @@ import time
 
 import psutil
 
-from loadtests.driver import NO_ANSWER, percentile
+from loadtests.driver import NO_ANSWER, percentile, require_loopback
 from loadtests.photos import encode, make_unique, sample_photo
 from loadtests.report import add_config_and_out, check_config, write_report
-from loadtests.service import running_service, serve_config
+from loadtests.service import base_url, running_service, serve_config
 
 HOST = "127.0.0.1"
 STEADY_BEFORE_S, STEADY_AFTER_S = 2, 13
@@ -117,8 +117,7 @@ def main() -> None:
     args = parser.parse_args()
     check_config(parser, args)
     config = serve_config(args.config)
-    if config["http_options"]["host"] != HOST:
-        parser.error(f"the config's http_options.host must be {HOST}: load goes to this machine only")
+    require_loopback(base_url(config))
     uploads, rounds = Uploads(), []
     with running_service(config, args.config.resolve().parent):
         targets = {"front door": int(config["http_options"]["port"]),

@@ -46,29 +46,18 @@ def report(exc: BaseException, request_id: str | None) -> None:
 
 
 def reports_unexpected_errors(method: Callable) -> Callable:
-    """Decorate a deployment method taking ``request_id``: report its unexpected exceptions."""
+    """Decorate an async deployment method taking ``request_id``: report its unexpected exceptions.
+    Every stage method the graph calls is async; a sync one is refused when its class is defined."""
+    if not inspect.iscoroutinefunction(method):
+        raise TypeError(f"{method.__qualname__}: reports_unexpected_errors decorates async methods")
     signature = inspect.signature(method)
 
-    def request_id_of(args, kwargs) -> str | None:
-        return signature.bind_partial(*args, **kwargs).arguments.get("request_id")
-
-    if inspect.iscoroutinefunction(method):
-        @functools.wraps(method)
-        async def async_wrapper(*args, **kwargs):
-            try:
-                return await method(*args, **kwargs)
-            except Exception as exc:
-                report(exc, request_id_of(args, kwargs))
-                raise
-
-        return async_wrapper
-
     @functools.wraps(method)
-    def wrapper(*args, **kwargs):
+    async def wrapper(*args, **kwargs):
         try:
-            return method(*args, **kwargs)
+            return await method(*args, **kwargs)
         except Exception as exc:
-            report(exc, request_id_of(args, kwargs))
+            report(exc, signature.bind_partial(*args, **kwargs).arguments.get("request_id"))
             raise
 
     return wrapper

@@ -75,6 +75,9 @@ def _choice_parser(choices: tuple[str, ...]) -> Callable[[str, str], str]:
 # MODEL_RUNTIME's other form: ``package.module:Factory`` with optional ``?name=number&...``
 # arguments, imported only when the model loads (the simulated model of the batching benchmarks).
 RUNTIME_IMPORT_PATH = re.compile(r"[\w.]+:\w+(\?\w+=[0-9.]+(&\w+=[0-9.]+)*)?")
+# MODEL_RUNTIME's and MODEL_PRECISION's choices, which each model repository entry takes too.
+RUNTIMES = ("auto", "openvino", "torch")
+PRECISIONS = ("f32", "bf16")
 
 
 def _runtime_parser(choices: tuple[str, ...]) -> Callable[[str, str], str]:
@@ -181,20 +184,20 @@ class Settings:
         "Where the forward pass runs; `cuda` needs the CUDA build of torch.",
     )
     model_runtime: str = _variable(
-        "MODEL_RUNTIME", "auto", _runtime_parser(("auto", "openvino", "torch")),
-        "`openvino` (converted from the torch weights at start-up, about 4× faster on a CPU), `torch` "
-        "(eager), `auto`: `openvino` on `cpu`, `torch` on `cuda`, or an import path (docs/performance.md, "
-        "\"Batching\").",
+        "MODEL_RUNTIME", "auto", _runtime_parser(RUNTIMES),
+        "`openvino` (converted from the torch weights at start-up; about 4× torch's speed on a CPU, "
+        "docs/performance.md), `torch` (eager), `auto` (`openvino` on `cpu`, `torch` on `cuda`, resolved "
+        "by each replica for its own `MODEL_DEVICE`), or an import path (docs/performance.md, \"Batching\").",
     )
     model_precision: str = _variable(
-        "MODEL_PRECISION", "f32", _choice_parser(("f32", "bf16")),
+        "MODEL_PRECISION", "f32", _choice_parser(PRECISIONS),
         "`f32`, or `bf16` (`openvino` only): faster on CPUs with bf16 units; top-1 changes on about 1 "
         "image in 15.",
     )
     compiled_model_dir: Path = _variable(
         "COMPILED_MODEL_DIR", "~/.cache/image-classification-service/compiled-models", _path,
         "Where the converted model is kept, keyed by the weights' hash and the converter's version; "
-        "later starts load it in about 0.1 s instead of converting (2–5 s).",
+        "later starts load it instead of converting again (the start-up log gives each conversion's time).",
     )
     model_num_threads: int = _variable(
         "MODEL_NUM_THREADS", "1", _int_parser(1),
@@ -266,11 +269,6 @@ class Settings:
             for name in ("torchscript_path", "torchscript_labels_path"):
                 if getattr(self, name) is None:
                     raise SettingsError(f"{ENVIRONMENT[name].env} must be set when MODEL_NAME=torchscript")
-
-    @property
-    def runtime(self) -> str:
-        """The runtime in force: ``auto`` resolved for the device."""
-        return resolve_runtime(self.model_runtime, "f32", self.model_device)
 
     def _check_runtime_choice(self) -> None:
         try:

@@ -23,8 +23,8 @@ from common.error_tracking import init_error_tracking, reports_unexpected_errors
 from common.errors import DecodeTimeout, ImageTooLarge, ServiceError, UndecodableImage
 from common.metrics import DecodedSizeHistogram, StageTimer
 from common.settings import get_settings
-from deployments.image_header import check_dimensions
-from deployments.self_test import self_test_png
+from common.image_header import check_dimensions
+from common.self_test import self_test_png
 
 logger = logging.getLogger("ray.serve")
 

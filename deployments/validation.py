@@ -21,8 +21,8 @@ from common.errors import (
 )
 from common.metrics import StageTimer
 from common.settings import Settings, get_settings
-from deployments.image_header import check_dimensions, declared_dimensions
-from deployments.self_test import self_test_png
+from common.image_header import check_dimensions, declared_dimensions
+from common.self_test import self_test_png
 
 logger = logging.getLogger("ray.serve")
 

@@ -92,12 +92,6 @@ class AccessControl:
         self._rate, self._burst, self._clock = rate, burst, clock
         self._buckets: dict[str, TokenBucket] = {}
 
-    def admit(self, authorization: str | None) -> str:
-        """The caller's key_id; raises :class:`Unauthorized` or :class:`RateLimited`."""
-        key_id = self.identify(authorization)
-        self.limit(key_id)
-        return key_id
-
     def limit(self, key_id: str) -> None:
         """Take a token from the key's bucket; raise :class:`RateLimited` when it is empty."""
         if self._rate is not None:

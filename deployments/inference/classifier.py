@@ -32,7 +32,7 @@ class ImageClassifier:
         :meth:`classify` counts once the image is classified."""
         self.check_top_k(top_k)
         entry = self.cache.get(self._key(sha256), top_k)
-        return None if entry is None else self._prediction(entry.first(top_k), cached=True)
+        return None if entry is None else self._prediction(entry, cached=True)
 
     async def classify(self, decoded: DecodedImage, sha256: str, top_k: int) -> Prediction:
         """Run the model on one preprocessed uint8 HxWx3 image and store the result. Callers ask

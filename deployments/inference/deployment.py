@@ -40,12 +40,13 @@ class Inference:
             spec = model_spec_from_settings(settings)
         else:
             spec = model_spec(entry.source, entry.name)
+        runtime_name = entry.runtime_on(settings.model_device)
         logger.info(
-            "loading model %s: %s %s on %s, %d thread(s)", spec.identity, entry.runtime,
+            "loading model %s: %s %s on %s, %d thread(s)", spec.identity, runtime_name,
             entry.precision, settings.model_device, settings.model_num_threads, extra=CONSOLE,
         )
         runner = ModelRunner(spec, lambda: load_runtime(
-            spec, entry.runtime, entry.precision, settings.model_device,
+            spec, runtime_name, entry.precision, settings.model_device,
             settings.model_num_threads, settings.compiled_model_dir,
         ))
         cache = PredictionCache(entry.cache_size, enabled=settings.enable_model_cache)
@@ -105,8 +106,9 @@ class Inference:
     async def reconfigure(self, user_config: dict) -> None:
         """Serve's ``user_config`` for this deployment, applied in place: ``serve deploy`` with a
         new one reconfigures the running replicas instead of replacing them, so the model stays
-        loaded and the cache keeps what still fits. Fields: ``cache_size``, the predictions this
-        replica's cache holds (else the model entry's ``cache_size``, else MODEL_CACHE_SIZE)."""
+        loaded and the cache keeps what still fits. One field, ``cache_size``: the predictions this
+        replica's cache holds, in place of the model entry's ``cache_size`` (or MODEL_CACHE_SIZE)
+        that it started with. A config without ``user_config`` keeps that size."""
         self._classifier.cache.resize(cache_size_from(user_config))
         self._cache_metrics.publish(self._classifier.cache.stats())
         logger.info("model %s reconfigured: %s", self._classifier.spec.identity,

@@ -10,7 +10,9 @@ Each entry becomes an Inference deployment of its own (``serve_app/app.py``): th
 named ``Inference``, every other ``Inference-<name>``; its replica bounds and CPUs are that
 deployment's entry in the config's ``deployments`` list, as for any deployment. ``runtime``,
 ``precision`` and ``cache_size`` default to ``MODEL_RUNTIME``, ``MODEL_PRECISION`` and
-``MODEL_CACHE_SIZE``. Without ``models`` the repository is the one model ``MODEL_NAME`` names.
+``MODEL_CACHE_SIZE``; each replica resolves ``runtime: auto`` for its own ``MODEL_DEVICE``, which
+its deployment's ``runtime_env`` may set (serve_config.gpu.yaml). Without ``models`` the repository
+is the one model ``MODEL_NAME`` names.
 Parsing is plain Python, so a bad entry fails ``build_app`` before any replica starts, with a
 message naming the entry and the field.
 """
@@ -21,7 +23,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.settings import RUNTIME_IMPORT_PATH, Settings, SettingsError, resolve_runtime
+from common.settings import PRECISIONS, RUNTIME_IMPORT_PATH, RUNTIMES, Settings, SettingsError, resolve_runtime
 from deployments.inference.spec import PACKAGED_MODELS, ModelSource, source_from_settings
 
 DEFAULT_DEPLOYMENT = "Inference"
@@ -29,8 +31,6 @@ DEFAULT_DEPLOYMENT = "Inference"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _FIELDS = {"name", "source", "default", "path", "labels", "input_size", "runtime", "precision", "cache_size"}
 _TORCHSCRIPT_FIELDS = {"path", "labels", "input_size"}
-RUNTIMES = ("auto", "openvino", "torch")
-PRECISIONS = ("f32", "bf16")
 
 
 class RepositoryError(SettingsError):
@@ -41,16 +41,24 @@ class RepositoryError(SettingsError):
 class ModelEntry:
     name: str
     source: ModelSource
-    runtime: str  # resolved: openvino, torch or an import path
+    runtime: str  # as configured: auto, openvino, torch or an import path
     precision: str
     cache_size: int
     deployment: str  # the name of its Inference deployment
 
+    def runtime_on(self, device: str) -> str:
+        """The runtime this model runs on ``device``, its replica's ``MODEL_DEVICE``: resolved there,
+        not where the graph is built, whose environment lacks what the deployment's runtime_env sets."""
+        try:
+            return resolve_runtime(self.runtime, self.precision, device)
+        except ValueError as exc:
+            raise RepositoryError(f"model {self.name!r} on MODEL_DEVICE={device}: {exc}") from None
+
 
 def entry_from_settings(settings: Settings) -> ModelEntry:
-    """The repository of one that ``MODEL_NAME`` names, exactly as before repositories."""
+    """The repository of one: the model that ``MODEL_NAME`` names."""
     source = source_from_settings(settings)
-    return ModelEntry(source.default_name, source, settings.runtime, settings.model_precision,
+    return ModelEntry(source.default_name, source, settings.model_runtime, settings.model_precision,
                       settings.model_cache_size, DEFAULT_DEPLOYMENT)
 
 
@@ -115,14 +123,14 @@ def _parse_entry(index: int, item: object, settings: Settings) -> tuple[ModelEnt
     precision = item.get("precision", settings.model_precision)
     if precision not in PRECISIONS:
         raise fail("precision", f"must be one of {', '.join(PRECISIONS)}, not {precision!r}")
-    try:
-        resolved = resolve_runtime(runtime, precision, settings.model_device)
+    try:  # for the build's MODEL_DEVICE, the replicas' unless their runtime_env sets another
+        resolve_runtime(runtime, precision, settings.model_device)
     except ValueError as exc:
         raise fail("runtime", str(exc)) from None
     cache_size = item.get("cache_size", settings.model_cache_size)
     if isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 0:
         raise fail("cache_size", f"must be an integer >= 0, not {cache_size!r}")
-    return ModelEntry(name, source, resolved, precision, cache_size, DEFAULT_DEPLOYMENT), is_default
+    return ModelEntry(name, source, runtime, precision, cache_size, DEFAULT_DEPLOYMENT), is_default
 
 
 def _torchscript_source(item: dict, fail) -> ModelSource:

@@ -44,7 +44,7 @@ def sentry_events():
 
 class Stage:
     @reports_unexpected_errors
-    def validate(self, data: bytes, request_id: str):
+    async def validate(self, data: bytes, request_id: str):
         if data == b"crash":
             raise RuntimeError("injected fault")
         raise UnsupportedMediaType("not an image")
@@ -56,7 +56,7 @@ class Stage:
 
 def test_server_fault_is_captured_with_request_id_tag(sentry_events):
     with pytest.raises(RuntimeError):
-        Stage().validate(b"crash", request_id="req-123")
+        asyncio.run(Stage().validate(b"crash", request_id="req-123"))
     sentry_sdk.flush()
     assert len(sentry_events) == 1
     event = sentry_events[0]
@@ -74,7 +74,7 @@ def test_async_fault_is_captured_too(sentry_events):
 
 def test_client_error_is_not_reported(sentry_events):
     with pytest.raises(UnsupportedMediaType):
-        Stage().validate(b"avi", request_id="req-415")
+        asyncio.run(Stage().validate(b"avi", request_id="req-415"))
     sentry_sdk.flush()
     assert sentry_events == []
 
@@ -82,7 +82,7 @@ def test_client_error_is_not_reported(sentry_events):
 def test_without_dsn_nothing_is_initialised_and_errors_still_raise():
     assert init_error_tracking(Settings.from_env({})) is False
     with pytest.raises(RuntimeError):
-        Stage().validate(b"crash", request_id="req-none")
+        asyncio.run(Stage().validate(b"crash", request_id="req-none"))
 
 
 @pytest.mark.parametrize("exc", [
@@ -111,10 +111,17 @@ def test_an_unexpected_failure_at_the_ingress_is_logged_and_reported(sentry_even
 def test_a_stage_refusing_work_under_load_is_not_reported(sentry_events):
     class Busy:
         @reports_unexpected_errors
-        def preprocess(self, request_id: str):
+        async def preprocess(self, request_id: str):
             raise Unavailable("decoder pool is full")
 
     with pytest.raises(Unavailable):
-        Busy().preprocess(request_id="req-busy")
+        asyncio.run(Busy().preprocess(request_id="req-busy"))
     sentry_sdk.flush()
     assert sentry_events == []
+
+
+def test_a_sync_method_is_refused_where_it_is_decorated():
+    with pytest.raises(TypeError, match="decorates async methods"):
+        @reports_unexpected_errors
+        def validate(data: bytes, request_id: str):
+            return data

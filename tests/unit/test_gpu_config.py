@@ -6,6 +6,7 @@ import yaml
 from ray.serve.schema import ServeDeploySchema
 
 from common.settings import Settings
+from deployments.inference.repository import model_repository
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -66,9 +67,14 @@ def test_the_gpu_config_is_the_cpu_config_but_for_inference_on_the_gpu_and_the_c
 
 
 def test_every_gpu_replica_runs_batched_torch_on_cuda_with_room_for_its_batches():
-    for inference in inference_deployments(load("serve_config.gpu.yaml")):
+    config = load("serve_config.gpu.yaml")
+    # Built as `serve run` builds it, from a shell that sets nothing: only the replicas' runtime_env
+    # puts them on the GPU.
+    entries = {e.deployment: e for e in model_repository(config["applications"][0]["args"], Settings.from_env({}))}
+    for inference in inference_deployments(config):
         settings = Settings.from_env(inference["ray_actor_options"]["runtime_env"]["env_vars"])
-        assert (settings.model_device, settings.runtime) == ("cuda", "torch"), inference["name"]
+        runtime = entries[inference["name"]].runtime_on(settings.model_device)
+        assert (settings.model_device, runtime) == ("cuda", "torch"), inference["name"]
         assert settings.model_max_batch_size > 1
         # Serve's advice, and the cure of the stall in docs/performance.md: room for a running batch
         # and the next ones, so callers never wait in their router's backoff for a free slot.

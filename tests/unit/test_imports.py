@@ -75,6 +75,23 @@ def test_layers_import_only_downwards():
     assert not offenders
 
 
+def test_no_stage_imports_another():
+    """What two stages share sits in common/; each stage deploys, scales and fails on its own."""
+    stages = {path.stem for path in (ROOT / "deployments").glob("*.py") if path.stem != "__init__"} | {
+        path.name for path in (ROOT / "deployments").iterdir() if (path / "__init__.py").exists()}
+    offenders = []
+    for stage in stages:
+        sources = [ROOT / "deployments" / f"{stage}.py"] if (ROOT / "deployments" / f"{stage}.py").exists() \
+            else (ROOT / "deployments" / stage).rglob("*.py")
+        for path in sources:
+            offenders += [
+                f"{path.relative_to(ROOT)}: import {name}" for name in _imported_names(path)
+                if name.split(".")[0] == "deployments" and name.split(".")[1:2] != [stage]
+            ]
+    assert stages >= {"validation", "preprocessing", "inference"}
+    assert not offenders
+
+
 def test_load_tools_talk_http_and_only_the_bench_baseline_imports_the_service():
     """The one-process server runs the service's own validator, decoder and model, to compare like
     with like; every other load tool only speaks HTTP to the service."""

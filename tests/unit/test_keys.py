@@ -66,10 +66,10 @@ def test_cli_prints_a_new_key_once_and_stores_only_its_hash(tmp_path):
 def test_keys_are_checked_against_their_hashes():
     old, new = "old-secret", "new-secret"
     access = AccessControl({"old": hash_key(old), "new": hash_key(new)}, rate=None, burst=None)
-    assert access.admit(f"Bearer {old}") == "old" and access.admit(f"bearer  {new}") == "new"
+    assert access.identify(f"Bearer {old}") == "old" and access.identify(f"bearer  {new}") == "new"
     for header in (None, "", "Bearer", "Basic b2xkOg==", f"Token {old}", "Bearer wrong", f"Bearer {old}x"):
         with pytest.raises(Unauthorized):
-            access.admit(header)
+            access.identify(header)
 
 
 def test_key_file_appends_after_a_line_without_newline(tmp_path):
@@ -100,8 +100,8 @@ def test_token_bucket_allows_the_burst_then_the_rate():
 def test_each_key_has_its_own_bucket_and_429_says_when_to_retry():
     clock = FakeClock()
     access = AccessControl({"a": hash_key("ka"), "b": hash_key("kb")}, rate=0.25, burst=1, clock=clock)
-    access.admit("Bearer ka")
+    access.limit(access.identify("Bearer ka"))
     with pytest.raises(RateLimited) as raised:
-        access.admit("Bearer ka")
+        access.limit(access.identify("Bearer ka"))
     assert raised.value.retry_after_s == pytest.approx(4)
-    assert access.admit("Bearer kb") == "b"
+    access.limit(access.identify("Bearer kb"))

@@ -16,6 +16,7 @@ from common.settings import Settings, SettingsError
 from deployments.inference.cache import PredictionCache
 from deployments.inference.classifier import ImageClassifier
 from deployments.inference.efficientnet_lite import load_efficientnet_lite
+from deployments.inference.repository import entry_from_settings
 from deployments.inference.runner import ModelRunner
 from deployments.inference.runtimes import TorchRuntime, load_runtime
 from deployments.inference.spec import (
@@ -284,10 +285,10 @@ def real_photos(geometry: InputGeometry) -> dict[str, np.ndarray]:
 
 def test_default_runtime_keeps_parity_with_torch_eager(lite0_spec, compiled_dir):
     """The default runtime must give the same top-5 classes, and probabilities within 1e-3."""
-    settings = Settings.from_env({})
-    assert (settings.runtime, settings.model_precision) == ("openvino", "f32")
+    default = entry_from_settings(Settings.from_env({}))
+    assert (default.runtime_on("cpu"), default.precision) == ("openvino", "f32")
     eager = TorchRuntime(lite0_spec, "cpu", num_threads=1)
-    compiled = load_runtime(lite0_spec, settings.runtime, settings.model_precision, "cpu", 1, compiled_dir)
+    compiled = load_runtime(lite0_spec, "openvino", default.precision, "cpu", 1, compiled_dir)
     for name, pixels in real_photos(lite0_spec.geometry).items():
         expected, actual = eager.forward(pixels[np.newaxis])[0], compiled.forward(pixels[np.newaxis])[0]
         assert list(np.argsort(-actual)[:5]) == list(np.argsort(-expected)[:5]), name

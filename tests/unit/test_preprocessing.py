@@ -134,7 +134,7 @@ def test_dimension_limits():
 
 
 def test_health_self_test_image_decodes():
-    from deployments.self_test import SELF_TEST_COLOUR, self_test_png
+    from common.self_test import SELF_TEST_COLOUR, self_test_png
 
     decoded = decoder().decode(self_test_png(), "png")
     assert tuple(int(v) for v in decoded.pixels[112, 112]) == SELF_TEST_COLOUR

@@ -39,15 +39,22 @@ def test_the_shipped_repository_serves_lite0_by_default_then_lite1_and_lite2():
 
 def test_without_models_the_repository_is_the_one_model_named_by_model_name():
     (entry,) = model_repository({}, Settings.from_env({"MODEL_NAME": "efficientnet-lite2", "MODEL_CACHE_SIZE": "7"}))
-    assert (entry.name, entry.source, entry.cache_size, entry.deployment, entry.runtime) == (
+    assert (entry.name, entry.source, entry.cache_size, entry.deployment, entry.runtime_on("cpu")) == (
         "efficientnet-lite2", ModelSource("efficientnet-lite2"), 7, "Inference", "openvino")
 
 
 def test_an_entry_overrides_the_runtime_precision_and_cache_size_and_the_default_goes_first():
     entries = repository([LITE[0], {**LITE[1], "default": True, "runtime": "torch", "cache_size": 3}],
                          MODEL_CACHE_SIZE="9")
-    assert [(e.name, e.runtime, e.cache_size) for e in entries] == [
+    assert [(e.name, e.runtime_on("cpu"), e.cache_size) for e in entries] == [
         ("efficientnet-lite1", "torch", 3), ("efficientnet-lite0", "openvino", 9)]
+
+
+def test_each_replica_resolves_the_runtime_for_its_own_device_not_the_builds():
+    auto, openvino = repository([{**LITE[0], "default": True}, {**LITE[1], "runtime": "openvino"}])
+    assert (auto.runtime_on("cpu"), auto.runtime_on("cuda")) == ("openvino", "torch")
+    with pytest.raises(SettingsError, match="model 'efficientnet-lite1' on MODEL_DEVICE=cuda: openvino runs on the CPU"):
+        openvino.runtime_on("cuda")
 
 
 def test_a_simulated_runtime_named_by_model_runtime_serves_every_entry_of_a_repository():

@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from common.settings import Settings, SettingsError, markdown_table
+from common.settings import Settings, SettingsError, markdown_table, resolve_runtime
 
 
 def test_defaults_when_environment_is_empty():
@@ -15,14 +15,15 @@ def test_defaults_when_environment_is_empty():
     assert settings.max_image_pixels == 40_000_000
     assert settings.model_name == "efficientnet-lite0"
     assert settings.model_num_threads == 1
-    assert (settings.runtime, settings.model_precision) == ("openvino", "f32")
+    assert (settings.model_runtime, settings.model_device, settings.model_precision) == ("auto", "cpu", "f32")
 
 
 @pytest.mark.parametrize(("env", "runtime"), [
     ({}, "openvino"), ({"MODEL_DEVICE": "cuda"}, "torch"), ({"MODEL_RUNTIME": "torch"}, "torch"),
 ])
 def test_auto_runtime_is_openvino_on_cpu_and_torch_on_cuda(env, runtime):
-    assert Settings.from_env(env).runtime == runtime
+    settings = Settings.from_env(env)
+    assert resolve_runtime(settings.model_runtime, settings.model_precision, settings.model_device) == runtime
 
 
 @pytest.mark.parametrize(("env", "named"), [

@@ -21,7 +21,8 @@ SIMULATED = "deployments.inference.simulated:SimulatedRuntime"
 def simulated_runner(query: str) -> ModelRunner:
     settings = Settings.from_env({"MODEL_RUNTIME": f"{SIMULATED}?{query}"})
     spec = model_spec_from_settings(settings)
-    return ModelRunner(spec, lambda: load_runtime(spec, settings.runtime, "f32", "cpu", 1, settings.compiled_model_dir))
+    return ModelRunner(spec, lambda: load_runtime(spec, settings.model_runtime, "f32", "cpu", 1,
+                                                  settings.compiled_model_dir))
 
 
 def images(count: int, seed: int = 0) -> np.ndarray:

@@ -91,14 +91,14 @@ def test_validate_rejects_riff_that_is_not_webp():
     ("WEBP", "webp", {"quality": 80}), ("WEBP", "webp", {"lossless": True}),
 ])
 def test_declared_dimensions_match_pillow(fmt, key, params):
-    from deployments.image_header import declared_dimensions
+    from common.image_header import declared_dimensions
 
     image = Image.new("RGB", (123, 45), (1, 2, 3))
     assert declared_dimensions(encode(image, fmt, **params), key) == (123, 45)
 
 
 def test_declared_dimensions_of_webp_with_alpha_and_jpeg_with_exif():
-    from deployments.image_header import declared_dimensions
+    from common.image_header import declared_dimensions
 
     rgba = Image.new("RGBA", (77, 33), (1, 2, 3, 100))
     assert declared_dimensions(encode(rgba, "WEBP"), "webp") == (77, 33)

@@ -11,7 +11,7 @@ thread), so it can use at most one core: a stage needs ceil(rps * stage_ms / 100
 replicas. The front door has a limit of its own:
 
 - HAProxy (``haproxy``, port 8000 as shipped): Serve runs one on every node, with
-  RAY_SERVE_HAPROXY_NBTHREAD threads (4 in Ray 2.60), so K nodes' doors pass
+  RAY_SERVE_HAPROXY_NBTHREAD threads (1 in serve_config.yaml), so K nodes' doors pass
   K * min(threads, CPUs per node) * 1000 / haproxy_ms requests per second;
 - Serve's Python proxy (``proxy``, RAY_SERVE_ENABLE_HA_PROXY=0): with direct ingress on, which the
   shipped throughput mode turns on, Ray 2.60 runs it on the head node only, so one single-threaded
@@ -21,8 +21,8 @@ With GPUs the forward pass leaves the Inference replica's CPU, and each GPU adds
 1000 / gpu_forward_ms passes per second.
 
 The CPU per request of each part of the service, through each door, is what
-`python -m loadtests.bench` measures at 8 connections (cache off, distinct images); --profile
-reads its --out report, and the figures below are from such a run.
+`python -m loadtests.bench` measures at 8 connections (cache off, distinct images): --profile
+reads its --out report, by default docs/bench.json, the one docs/performance.md reports.
 """
 
 from __future__ import annotations
@@ -33,8 +33,9 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
 UTILISATION = 0.8  # of each CPU and each replica's core: headroom for bursts and noise
-GPU_FORWARD_MS = 4.0  # one forward pass at batch 1 on an H100 (docs/performance.md)
+GPU_FORWARD_MS = 2.9  # one forward pass at batch 1 on an H100: 341 per second (docs/performance.md)
 DEPLOYMENTS = ("Ingress", "Validation", "Preprocessing", "Inference")
 
 
@@ -46,24 +47,9 @@ class FrontDoor:
 
 
 FRONT_DOORS = {
-    "haproxy": FrontDoor("HAProxy", on_every_node=True, threads=4),
+    "haproxy": FrontDoor("HAProxy", on_every_node=True, threads=1),
     "proxy": FrontDoor("Serve's proxy", on_every_node=False, threads=1),
 }
-
-# CPU ms per request by part of the service, through each door: the "cpu_ms_per_request_by_part"
-# medians of `python -m loadtests.bench --runs 3` on 2 cores (Intel Xeon, Ray 2.60.0, 2026-12-05,
-# docs/bench.json), the shipped repository's two idle models left out.
-CPU_MS_PER_REQUEST = {
-    "haproxy": {
-        "Inference": 8.96, "Preprocessing": 4.87, "Ingress": 4.01, "Validation": 1.36, "HAProxy": 0.25,
-        "HAProxy's manager": 0.23, "Serve's proxy": 0.10, "Ray (controller, daemons, serve run)": 1.50,
-    },
-    "proxy": {
-        "Inference": 8.54, "Ingress": 6.38, "Preprocessing": 4.96, "Validation": 1.40, "Serve's proxy": 3.83,
-        "Ray (controller, daemons, serve run)": 1.72,
-    },
-}
-
 
 def plan(cpu_ms: dict[str, float], door: str, cpus: float, nodes: int = 1, gpus: int = 0,
          forward_ms: float = 0.0) -> dict:
@@ -100,12 +86,13 @@ def main() -> None:
                         help="the front door: HAProxy (as shipped) or Serve's Python proxy")
     parser.add_argument("--forward-ms", type=float, default=5.4,
                         help="CPU ms of one forward pass inside the Inference figure (OpenVINO, 1 thread)")
-    parser.add_argument("--profile", type=Path, help="a `python -m loadtests.bench --out` report to read")
+    parser.add_argument("--profile", type=Path, default=ROOT / "docs" / "bench.json",
+                        help="a `python -m loadtests.bench --out` report to read (default: docs/bench.json)")
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
     args = parser.parse_args()
     if args.cpus <= 0 or args.nodes < 1 or args.gpus < 0:
         parser.error("--cpus must be above 0, --nodes at least 1, --gpus not below 0")
-    cpu_ms = measured_cpu_ms(args.profile, args.door) if args.profile else CPU_MS_PER_REQUEST[args.door]
+    cpu_ms = measured_cpu_ms(args.profile, args.door)
     result = plan(cpu_ms, args.door, args.cpus, args.nodes, args.gpus, args.forward_ms)
     if args.json:
         print(json.dumps(result, indent=2))
@@ -118,7 +105,7 @@ def main() -> None:
     print(f"\n{'part of the service':<44}{'CPU ms/request':>15}{'replicas':>10}")
     for part, ms in result["cpu_ms_per_request"].items():
         print(f"{part:<44}{ms:>15.2f}{result['replicas'].get(part, '-'):>10}")
-    print(f"\nCPU figures: {args.profile or 'loadtests/capacity.py (CPU_MS_PER_REQUEST)'}")
+    print(f"\nCPU figures: {args.profile}")
 
 
 if __name__ == "__main__":

@@ -21,10 +21,10 @@ from common.console import show_on_console
 from common.contracts import DecodedImage, InputGeometry
 from common.error_tracking import init_error_tracking, reports_unexpected_errors
 from common.errors import DecodeTimeout, ImageTooLarge, ServiceError, UndecodableImage
-from common.metrics import DecodedSizeHistogram, StageTimer
-from common.settings import get_settings
 from common.image_header import check_dimensions
+from common.metrics import DecodedSizeHistogram, StageTimer
 from common.self_test import self_test_png
+from common.settings import get_settings
 
 logger = logging.getLogger("ray.serve")
 

@@ -19,10 +19,10 @@ from common.errors import (
     UndecodableImage,
     UnsupportedMediaType,
 )
-from common.metrics import StageTimer
-from common.settings import Settings, get_settings
 from common.image_header import check_dimensions, declared_dimensions
+from common.metrics import StageTimer
 from common.self_test import self_test_png
+from common.settings import Settings, get_settings
 
 logger = logging.getLogger("ray.serve")
 

@@ -20,8 +20,6 @@ from deployments.inference.repository import ModelEntry, model_repository
 from deployments.inference.runtimes import load_runtime
 from deployments.inference.spec import model_spec
 
-logger = logging.getLogger(__name__)
-
 
 def served_models(config: dict, settings: Settings) -> list[ModelEntry]:
     """The model repository of every application in a Serve config, in order."""

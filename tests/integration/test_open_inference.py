@@ -14,7 +14,7 @@ import requests
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
-from tests.images import PHOTO_PLAUSIBLE_LABELS, photo_bytes, unique_photo_bytes
+from tests.images import PHOTO_PLAUSIBLE_LABELS, photo_bytes, shipped_photos
 
 pytestmark = pytest.mark.integration
 MODEL = "efficientnet-lite0"
@@ -45,16 +45,25 @@ def test_health_and_metadata(client):
     assert model["outputs"] == [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 1000]}]
 
 
+@pytest.fixture(scope="module")
+def two_photos(client) -> tuple[list[bytes], np.ndarray]:
+    """A cat and a person, each with the probabilities it gets alone."""
+    images = [shipped_photos()["chelsea.png"], photo_bytes("JPEG")]
+    alone = [client.infer(MODEL, [images_input([image], [1])]).as_numpy("probabilities")[0] for image in images]
+    assert alone[0].argmax() != alone[1].argmax(), "the photos must differ for the test to prove anything"
+    return images, np.stack(alone)
+
+
 @pytest.mark.parametrize("binary_input", [True, False], ids=["binary-input", "base64-input"])
 @pytest.mark.parametrize("shape", [[2], [2, 1]])
 @pytest.mark.parametrize("binary_output", [None, True, False], ids=["default-output", "binary-output", "json-output"])
-def test_infer_gives_each_image_its_probabilities(client, binary_input, shape, binary_output):
-    images = [photo_bytes("JPEG"), unique_photo_bytes("PNG")]
+def test_infer_gives_each_image_its_probabilities(client, two_photos, binary_input, shape, binary_output):
+    images, alone = two_photos
     outputs = None if binary_output is None else [triton.InferRequestedOutput("probabilities", binary_output)]
     result = client.infer(MODEL, [images_input(images, shape, binary_input)], outputs=outputs, request_id="r-7")
     probabilities = result.as_numpy("probabilities")
     assert probabilities.shape == (2, 1000) and probabilities.dtype == np.float32
-    assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-3)
+    np.testing.assert_allclose(probabilities, alone, atol=1e-4)  # each row its own image's, in order
     assert result.get_response()["id"] == "r-7" and result.get_response()["model_version"] == "1"
 
 
@@ -100,12 +109,15 @@ def test_kserve_sdk_rest_client_checks_health_and_infers(service):
         client = InferenceRESTClient(RESTConfig(protocol="v2", retries=0))
         live = await client.is_server_live(service.base_url)
         ready = await client.is_model_ready(service.base_url, MODEL)
-        tensor = InferInput("image", [1], "BYTES", [base64.b64encode(photo_bytes("JPEG")).decode()])
+        tensor = InferInput("image", [1], "BYTES", [base64.b64encode(photo).decode()])
         response = await client.infer(service.base_url, InferRequest(MODEL, [tensor]), model_name=MODEL)
         return live, ready, response
 
+    photo = photo_bytes("JPEG")
     live, ready, response = asyncio.run(session())
     assert live and ready
     (output,) = response.outputs
     probabilities = np.asarray(output.data, dtype=np.float32).reshape(output.shape)
-    assert probabilities.shape == (1, 1000) and int(probabilities.argmax()) in range(1000)
+    assert probabilities.shape == (1, 1000) and np.isclose(probabilities.sum(), 1.0, atol=1e-3)
+    top = requests.post(service.url("/v1/classify"), data=photo, timeout=60).json()["predictions"][0]
+    assert int(probabilities.argmax()) == top["class_id"], "v2 and v1 agree on the photo's class"

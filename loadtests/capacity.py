@@ -84,14 +84,17 @@ def main() -> None:
     parser.add_argument("--gpus", type=int, default=0)
     parser.add_argument("--door", choices=tuple(FRONT_DOORS), default="haproxy",
                         help="the front door: HAProxy (as shipped) or Serve's Python proxy")
-    parser.add_argument("--forward-ms", type=float, default=5.4,
-                        help="CPU ms of one forward pass inside the Inference figure (OpenVINO, 1 thread)")
+    parser.add_argument("--forward-ms", type=float, default=5.2,
+                        help="CPU ms of one forward pass inside the Inference figure (OpenVINO f32, 1 thread: "
+                             "docs/performance.md)")
     parser.add_argument("--profile", type=Path, default=ROOT / "docs" / "bench.json",
                         help="a `python -m loadtests.bench --out` report to read (default: docs/bench.json)")
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
     args = parser.parse_args()
     if args.cpus <= 0 or args.nodes < 1 or args.gpus < 0:
         parser.error("--cpus must be above 0, --nodes at least 1, --gpus not below 0")
+    if not args.profile.is_file():
+        parser.error(f"no bench report at {args.profile}: pass --profile with a `python -m loadtests.bench --out` report")
     cpu_ms = measured_cpu_ms(args.profile, args.door)
     result = plan(cpu_ms, args.door, args.cpus, args.nodes, args.gpus, args.forward_ms)
     if args.json:

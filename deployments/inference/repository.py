@@ -14,7 +14,8 @@ deployment's entry in the config's ``deployments`` list, as for any deployment. 
 its deployment's ``runtime_env`` may set (serve_config.gpu.yaml). Without ``models`` the repository
 is the one model ``MODEL_NAME`` names.
 Parsing is plain Python, so a bad entry fails ``build_app`` before any replica starts, with a
-message naming the entry and the field.
+message naming the entry and the field; a runtime that cannot run on a replica's own
+``MODEL_DEVICE`` (``openvino`` on ``cuda``) fails that replica's start, naming the model and device.
 """
 
 from __future__ import annotations

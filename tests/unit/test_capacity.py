@@ -65,3 +65,10 @@ def test_without_a_report_it_plans_from_the_shipped_bench_report_for_each_door()
                                 cwd=ROOT, capture_output=True, text=True, check=True)
         assert "requests/s" in result.stdout and "Inference" in result.stdout
         assert f"CPU figures: {ROOT / 'docs' / 'bench.json'}" in result.stdout
+
+
+def test_a_missing_bench_report_stops_it_with_a_message_naming_the_file(tmp_path):
+    missing = tmp_path / "bench.json"
+    result = subprocess.run([sys.executable, "-m", "loadtests.capacity", "--cpus", "2", "--profile", str(missing)],
+                            cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 2 and f"no bench report at {missing}" in result.stderr

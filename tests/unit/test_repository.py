@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from common.errors import NotFound, Unavailable
-from common.settings import Settings, SettingsError
+from common.settings import Settings, SettingsError, get_settings
+from deployments.inference.deployment import Inference
 from deployments.inference.repository import model_repository
 from deployments.inference.spec import ModelSource, geometry_of
 from serve_app.app import build_app
@@ -50,11 +51,20 @@ def test_an_entry_overrides_the_runtime_precision_and_cache_size_and_the_default
         ("efficientnet-lite1", "torch", 3), ("efficientnet-lite0", "openvino", 9)]
 
 
-def test_each_replica_resolves_the_runtime_for_its_own_device_not_the_builds():
+def test_each_replica_resolves_the_runtime_for_its_own_device_not_the_builds(monkeypatch):
     auto, openvino = repository([{**LITE[0], "default": True}, {**LITE[1], "runtime": "openvino"}])
     assert (auto.runtime_on("cpu"), auto.runtime_on("cuda")) == ("openvino", "torch")
     with pytest.raises(SettingsError, match="model 'efficientnet-lite1' on MODEL_DEVICE=cuda: openvino runs on the CPU"):
         openvino.runtime_on("cuda")
+    # A replica whose runtime_env sets MODEL_DEVICE=cuda: it refuses before loading anything.
+    monkeypatch.setenv("MODEL_DEVICE", "cuda")
+    get_settings.cache_clear()  # a replica reads its environment once, at its start
+    try:
+        with pytest.raises(SettingsError, match="model 'efficientnet-lite1' on MODEL_DEVICE=cuda"):
+            Inference.func_or_class(openvino)
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
 
 
 def test_a_simulated_runtime_named_by_model_runtime_serves_every_entry_of_a_repository():

@@ -1,12 +1,13 @@
 """What a burst costs, through the front door and straight to the ingress replica behind it.
 
-    python -m loadtests.burst [--uploads 1500] [--rounds 2] [--steady 20] [--config serve_config.yaml]
-        [--out FILE.json]
+    python -m loadtests.burst [--uploads 1500] [--rounds 2] [--steady 20] [--connect-at-burst]
+        [--config serve_config.yaml] [--out FILE.json]
 
 Starts `serve run` on the config (one node). Then, --rounds times, first through the front door
 (HAProxy, on the config's port) and then to the ingress replica's own HTTP port (the one HAProxy
 forwards to, in RAY_SERVE_DIRECT_INGRESS_MIN/MAX_HTTP_PORT): opens --uploads connections, sends a
-fresh upload on every one at the same instant, and sends --steady fresh uploads per second on
+fresh upload on every one at the same instant (with --connect-at-burst, opens each connection at
+that instant too, as clients that arrive together do), and sends --steady fresh uploads per second on
 connections of their own from 2 s before the burst to 13 s after it. Prints, per target: the
 burst's uploads answered 200 and refused with 503, how long the refusals took, and how many steady
 requests were refused. The two targets get the same requests, so their difference is the front
@@ -57,31 +58,36 @@ async def status_of(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) 
         writer.close()
 
 
-async def one_round(port: int, uploads: Uploads, count: int, steady_rps: float) -> dict:
-    """``count`` uploads on connections opened beforehand, written at once, while steady uploads go on."""
-    burst = await asyncio.gather(*(asyncio.open_connection(HOST, port) for _ in range(count)))
+async def one_round(port: int, uploads: Uploads, count: int, steady_rps: float,
+                    connect_at_burst: bool = False) -> dict:
+    """``count`` uploads written at once, on connections opened beforehand or (``connect_at_burst``)
+    at that instant, while steady uploads go on."""
+    opened = [] if connect_at_burst else await asyncio.gather(*(asyncio.open_connection(HOST, port)
+                                                                 for _ in range(count)))
     payloads = [uploads.request() for _ in range(count)]
 
-    async def timed(reader, writer, began: float) -> tuple[int, float]:
-        status = await status_of(reader, writer)
+    async def send(payload: bytes, connection: tuple | None = None) -> int:
+        try:
+            reader, writer = connection or await asyncio.open_connection(HOST, port)
+        except OSError:  # refused or reset: no answer
+            return NO_ANSWER
+        writer.write(payload)
+        return await status_of(reader, writer)
+
+    async def timed(payload: bytes, connection: tuple | None, began: float) -> tuple[int, float]:
+        status = await send(payload, connection)
         return status, time.monotonic() - began
 
     async def steady_one(delay: float) -> int:
         await asyncio.sleep(delay)
-        try:
-            reader, writer = await asyncio.open_connection(HOST, port)
-        except OSError:  # refused or reset: no answer
-            return NO_ANSWER
-        writer.write(uploads.request())
-        return await status_of(reader, writer)
+        return await send(uploads.request())
 
     steady = asyncio.gather(*(steady_one(i / steady_rps)
                               for i in range(int((STEADY_BEFORE_S + STEADY_AFTER_S) * steady_rps))))
     await asyncio.sleep(STEADY_BEFORE_S)
     began = time.monotonic()
-    for (_, writer), payload in zip(burst, payloads):
-        writer.write(payload)
-    answers = await asyncio.gather(*(timed(reader, writer, began) for reader, writer in burst))
+    answers = await asyncio.gather(*(timed(payload, connection, began)
+                                     for payload, connection in zip(payloads, opened or [None] * count)))
     steady_statuses = await steady
     refusals = sorted(seconds for status, seconds in answers if status == 503)
     return {
@@ -113,6 +119,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="bursts to each target")
     parser.add_argument("--steady", type=float, default=20, help="steady uploads per second around each burst")
     parser.add_argument("--pause", type=float, default=20, help="seconds between bursts")
+    parser.add_argument("--connect-at-burst", action="store_true",
+                        help="open each burst connection at the burst's instant, not beforehand")
     add_config_and_out(parser)
     args = parser.parse_args()
     check_config(parser, args)
@@ -125,7 +133,8 @@ def main() -> None:
         for n in range(args.rounds):
             for target, port in targets.items():
                 time.sleep(args.pause)  # the previous burst's admitted uploads finish
-                result = {"target": target, "port": port, **asyncio.run(one_round(port, uploads, args.uploads, args.steady))}
+                result = {"target": target, "port": port, **asyncio.run(one_round(port, uploads, args.uploads, args.steady,
+                                                                                     args.connect_at_burst))}
                 rounds.append(result)
                 print(f"round {n + 1}, {target} (:{port}): {result['burst_200']} answered, {result['burst_503']} refused "
                       f"(median {result['refusal_median_s']} s, P99 {result['refusal_p99_s']} s), "

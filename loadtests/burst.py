@@ -7,8 +7,8 @@ Starts `serve run` on the config (one node). Then, --rounds times, first through
 (HAProxy, on the config's port) and then to the ingress replica's own HTTP port (the one HAProxy
 forwards to, in RAY_SERVE_DIRECT_INGRESS_MIN/MAX_HTTP_PORT): opens --uploads connections, sends a
 fresh upload on every one at the same instant (with --connect-at-burst, opens each connection at
-that instant too, as clients that arrive together do), and sends --steady fresh uploads per second on
-connections of their own from 2 s before the burst to 13 s after it. Prints, per target: the
+that instant too, as clients that arrive together do), and sends --steady fresh uploads per second
+on connections of their own from 2 s before the burst to 13 s after it. Prints, per target: the
 burst's uploads answered 200 and refused with 503, how long the refusals took, and how many steady
 requests were refused. The two targets get the same requests, so their difference is the front
 door's share of what a burst costs (docs/resilience.md, "Soak"). Load goes to 127.0.0.1 only.
@@ -133,8 +133,8 @@ def main() -> None:
         for n in range(args.rounds):
             for target, port in targets.items():
                 time.sleep(args.pause)  # the previous burst's admitted uploads finish
-                result = {"target": target, "port": port, **asyncio.run(one_round(port, uploads, args.uploads, args.steady,
-                                                                                     args.connect_at_burst))}
+                answers = asyncio.run(one_round(port, uploads, args.uploads, args.steady, args.connect_at_burst))
+                result = {"target": target, "port": port, **answers}
                 rounds.append(result)
                 print(f"round {n + 1}, {target} (:{port}): {result['burst_200']} answered, {result['burst_503']} refused "
                       f"(median {result['refusal_median_s']} s, P99 {result['refusal_p99_s']} s), "

@@ -156,14 +156,14 @@ def _two_model_replicas(deployment: dict) -> dict:
     if deployment["name"] != "Inference":
         return deployment
     fixed = {k: v for k, v in deployment.items() if k != "autoscaling_config"}
-    return {**fixed, "num_replicas": INFERENCE_REPLICAS, "ray_actor_options": {"num_cpus": 0.5}}
+    return {**fixed, "num_replicas": INFERENCE_REPLICAS, "ray_actor_options": {**deployment["ray_actor_options"], "num_cpus": 0.5}}
 
 
 def _one_replica_reserving_no_cpu(deployment: dict) -> dict:
     """One replica, reserving no CPU: the keyed and the batched copies of the app serve only a few
     requests."""
     fixed = {k: v for k, v in deployment.items() if k != "autoscaling_config"}
-    return {**fixed, "num_replicas": 1, "ray_actor_options": {"num_cpus": 0}}
+    return {**fixed, "num_replicas": 1, "ray_actor_options": {**deployment["ray_actor_options"], "num_cpus": 0}}
 
 
 def _models_replicas(deployment: dict) -> dict:
@@ -171,7 +171,8 @@ def _models_replicas(deployment: dict) -> dict:
     fixed = {k: v for k, v in deployment.items() if k != "autoscaling_config"}
     is_model = deployment["name"].startswith("Inference")
     replicas = 2 if deployment["name"] == f"Inference-{TWO_REPLICA_MODEL}" else 1
-    return {**fixed, "num_replicas": replicas, "ray_actor_options": {"num_cpus": 0.25 if is_model else 0}}
+    return {**fixed, "num_replicas": replicas,
+            "ray_actor_options": {**deployment["ray_actor_options"], "num_cpus": 0.25 if is_model else 0}}
 
 
 def _test_config(port: int, keys_file: Path) -> tuple[dict, ServicePorts]:

@@ -10,13 +10,17 @@ from __future__ import annotations
 import http.client
 import itertools
 import json
+import selectors
+import socket
 import statistics
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlparse
 
+import psutil
 import pytest
 import ray
 import requests
@@ -78,6 +82,67 @@ def test_burst_past_capacity_is_answered_with_refusals_that_say_when_to_retry(se
           f"refusal median {statistics.median(o.seconds for o in refused) * 1000:.0f} ms, "
           f"max {max(o.seconds for o in refused) * 1000:.0f} ms; "
           f"served median {statistics.median(o.seconds for o in accepted) * 1000:.0f} ms")
+
+
+def _ingress_replica(service, app: str) -> tuple[psutil.Process, int]:
+    """``app``'s ingress replica, and the HTTP port on which it takes HAProxy's connections."""
+    for process in psutil.process_iter(["cmdline"]):
+        if f"ServeReplica:{app}:Ingress" in " ".join(process.info["cmdline"] or []):
+            for conn in process.connections("tcp"):
+                if conn.status == psutil.CONN_LISTEN and conn.laddr.port in service.ports.ingress_replicas:
+                    return process, conn.laddr.port
+    pytest.fail(f"no ingress replica of {app} listens in {service.ports.ingress_replicas}")
+
+
+def _accept_queue(port: int) -> int:
+    """How many connections wait in the accept queue of the socket listening on ``port``: the
+    receive-queue column of a listening socket in /proc/net/tcp."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == "0A" and int(fields[1].split(":")[1], 16) == port:  # 0A: LISTEN
+            return int(fields[4].split(":")[1], 16)
+    pytest.fail(f"nothing listens on port {port}")
+
+
+def test_a_burst_waiting_at_the_ingress_replica_is_taken_in_at_once(service):
+    """HAProxy opens a burst's connections to the ingress replica faster than any client, so they
+    wait in the replica's accept queue. A replica that takes them one per turn of its event loop
+    (uvloop's way) leaves them there for seconds, admitting uploads from the queue as its slots
+    free, while the refusals, and the steady requests queued behind the burst, wait
+    (docs/resilience.md, "Bursts"). Here the replica is paused while the burst connects, so that
+    every connection waits in its queue; by the time it answers the first of them, it must have
+    accepted them all."""
+    process, port = _ingress_replica(service, "image-classifier-nocache")
+    body = photo_bytes(size=(96, 72))
+    upload = (f"POST {NO_CACHE_PREFIX}/v1/classify HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+              f"Content-Type: application/octet-stream\r\nContent-Length: {len(body)}\r\n"
+              f"Connection: close\r\n\r\n").encode() + body
+    burst = 400
+    process.suspend()
+    try:
+        connections = [socket.create_connection(("127.0.0.1", port), timeout=REQUEST_TIMEOUT_S) for _ in range(burst)]
+        for connection in connections:
+            connection.sendall(upload)
+        waiting = _accept_queue(port)
+    finally:
+        process.resume()
+    try:
+        with selectors.DefaultSelector() as answers:
+            for connection in connections:
+                answers.register(connection, selectors.EVENT_READ)
+            first_answer = answers.select(REQUEST_TIMEOUT_S)
+        still_waiting = _accept_queue(port)
+        statuses = [int(c.makefile("rb").readline().split()[1]) for c in connections]
+    finally:
+        for connection in connections:
+            connection.close()
+    assert first_answer, "the replica answered nothing"
+    print(f"\naccept queue: {waiting} of {burst} waiting before the replica resumed, {still_waiting} at its first answer")
+    assert waiting >= burst // 2, f"the burst did not wait in the accept queue ({waiting} of {burst})"
+    # HAProxy's health checks connect to the same port every second: allow for those.
+    assert still_waiting <= 2, f"{still_waiting} of {burst} connections not yet accepted at the first answer"
+    assert set(statuses) <= {200, 503}, statuses
+    assert statuses.count(503) >= burst // 2, "the burst was refused past the replica's slots"
 
 
 @pytest.mark.parametrize("client_timeout", ["0", "3600"], ids=["disable", "lengthen"])

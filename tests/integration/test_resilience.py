@@ -109,9 +109,9 @@ def test_a_burst_waiting_at_the_ingress_replica_is_taken_in_at_once(service):
     wait in the replica's accept queue. A replica that takes them one per turn of its event loop
     (uvloop's way) leaves them there for seconds, admitting uploads from the queue as its slots
     free, while the refusals, and the steady requests queued behind the burst, wait
-    (docs/resilience.md, "Bursts"). Here the replica is paused while the burst connects, so that
-    every connection waits in its queue; by the time it answers the first of them, it must have
-    accepted them all."""
+    (docs/resilience.md, "A burst through the front door"). Here the replica is paused while the
+    burst connects, so that every connection waits in its queue; by the time it answers the first
+    of them, it must have accepted them all."""
     process, port = _ingress_replica(service, "image-classifier-nocache")
     body = photo_bytes(size=(96, 72))
     upload = (f"POST {NO_CACHE_PREFIX}/v1/classify HTTP/1.1\r\nHost: 127.0.0.1\r\n"

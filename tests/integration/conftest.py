@@ -143,36 +143,39 @@ def on_private_ports(config: dict, port: int) -> ServicePorts:
     return ports
 
 
+def _fixed(deployment: dict, replicas: int, num_cpus: float | None = None) -> dict:
+    """``deployment`` with a fixed number of replicas in place of its autoscaling, and, where
+    given, its CPU reservation changed; the rest of its ray_actor_options (runtime_env) kept."""
+    fixed = {k: v for k, v in deployment.items() if k != "autoscaling_config"}
+    if num_cpus is not None:
+        fixed["ray_actor_options"] = {**deployment["ray_actor_options"], "num_cpus": num_cpus}
+    return {**fixed, "num_replicas": replicas}
+
+
 def _tight(deployment: dict) -> dict:
     """One replica with a tiny queue, so a test burst is far past its capacity. Inference gets
     twice its batch size, as the README asks: the requests of the batch in flight hold their slots."""
-    tight = {k: v for k, v in deployment.items() if k != "autoscaling_config"}
     limit = {"Ingress": 4, "Inference": 2 * int(NO_CACHE_ENV["MODEL_MAX_BATCH_SIZE"])}.get(deployment["name"], 2)
-    return {**tight, "num_replicas": 1, "max_ongoing_requests": limit, "max_queued_requests": limit}
+    return {**_fixed(deployment, 1), "max_ongoing_requests": limit, "max_queued_requests": limit}
 
 
 def _two_model_replicas(deployment: dict) -> dict:
     """Two Inference replicas at half a CPU each, so the cache-affinity router has a choice."""
     if deployment["name"] != "Inference":
         return deployment
-    fixed = {k: v for k, v in deployment.items() if k != "autoscaling_config"}
-    return {**fixed, "num_replicas": INFERENCE_REPLICAS, "ray_actor_options": {**deployment["ray_actor_options"], "num_cpus": 0.5}}
+    return _fixed(deployment, INFERENCE_REPLICAS, num_cpus=0.5)
 
 
 def _one_replica_reserving_no_cpu(deployment: dict) -> dict:
     """One replica, reserving no CPU: the keyed and the batched copies of the app serve only a few
     requests."""
-    fixed = {k: v for k, v in deployment.items() if k != "autoscaling_config"}
-    return {**fixed, "num_replicas": 1, "ray_actor_options": {**deployment["ray_actor_options"], "num_cpus": 0}}
+    return _fixed(deployment, 1, num_cpus=0)
 
 
 def _models_replicas(deployment: dict) -> dict:
     """One replica of each deployment, two of TWO_REPLICA_MODEL's; a quarter CPU per model replica."""
-    fixed = {k: v for k, v in deployment.items() if k != "autoscaling_config"}
-    is_model = deployment["name"].startswith("Inference")
     replicas = 2 if deployment["name"] == f"Inference-{TWO_REPLICA_MODEL}" else 1
-    return {**fixed, "num_replicas": replicas,
-            "ray_actor_options": {**deployment["ray_actor_options"], "num_cpus": 0.25 if is_model else 0}}
+    return _fixed(deployment, replicas, num_cpus=0.25 if deployment["name"].startswith("Inference") else 0)
 
 
 def _test_config(port: int, keys_file: Path) -> tuple[dict, ServicePorts]:
